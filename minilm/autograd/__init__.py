@@ -1,0 +1,6 @@
+"""The autograd engine: ops with hand-written backward passes, no_grad, gradcheck."""
+from minilm.autograd.function import Function, unbroadcast
+from minilm.autograd.grad_mode import is_grad_enabled, no_grad
+from minilm.autograd.gradcheck import GradcheckError, gradcheck
+
+__all__ = ["Function", "unbroadcast", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError"]

@@ -1,0 +1,114 @@
+"""Which array library and which fast kernels the engine uses.
+
+Two separate questions live here:
+
+1. *Array module.* Every op asks its inputs which library they belong to
+   (`array_module(x)` returns `numpy` or `cupy`), so the same reference code
+   runs on a CPU array or on a GPU array. CuPy is never imported here: an
+   array can only be a CuPy array if the user already imported CuPy.
+
+2. *Kernel backend.* A few hot ops (attention, GELU, LayerNorm,
+   softmax + cross-entropy) have fast versions in `minilm.kernels`:
+   "numpy" uses none of them (the readable reference), "numba" uses the
+   Numba CPU kernels for NumPy arrays, "cuda" uses the CUDA kernels for
+   CuPy arrays. Choose with `minilm.set_backend(name)` or the environment
+   variable MINILM_BACKEND; by default minilm picks "numba" when Numba is
+   importable and "numpy" otherwise. A backend that cannot load falls back
+   to "numpy" with one warning, never a crash.
+"""
+import os
+import sys
+import warnings
+
+import numpy as np
+
+BACKENDS = ("numpy", "numba", "cuda")
+
+_state = {"requested": None, "name": None, "kernels": None, "reported": False}
+
+
+def array_module(*arrays):
+    """Return `cupy` if any argument is a CuPy array, else `numpy`."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            return sys.modules["cupy"]
+    return np
+
+
+def is_cupy(a):
+    return type(a).__module__.startswith("cupy")
+
+
+def _load_kernels(name):
+    """Import the kernel table of one backend; raise ImportError if unavailable."""
+    if name == "numpy":
+        return {}
+    if name == "numba":
+        from minilm.kernels import cpu
+        return dict(cpu.KERNELS)
+    if name == "cuda":
+        from minilm.kernels import cuda
+        if not cuda.is_available():
+            raise ImportError("CuPy with a CUDA device is not available")
+        return dict(cuda.KERNELS)
+    raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {BACKENDS}")
+
+
+def _default_backend():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
+
+
+def set_backend(name=None):
+    """Select the kernel backend: "numpy", "numba", "cuda", or None for the default.
+
+    Returns the name actually in use (it can differ when the requested one is
+    unavailable; a warning then says why).
+    """
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {BACKENDS}")
+    requested = name or os.environ.get("MINILM_BACKEND") or _default_backend()
+    if requested not in BACKENDS:
+        raise ValueError(f"MINILM_BACKEND={requested!r} is not one of {BACKENDS}")
+    try:
+        kernels = _load_kernels(requested)
+        chosen = requested
+    except Exception as err:  # a broken optional install must never stop training
+        warnings.warn(f"minilm: backend {requested!r} is unavailable ({err}); "
+                      f"falling back to the NumPy reference ops", RuntimeWarning, stacklevel=2)
+        kernels, chosen = {}, "numpy"
+    _state.update(requested=requested, name=chosen, kernels=kernels, reported=False)
+    return chosen
+
+
+def get_backend():
+    """The name of the active kernel backend (resolving the default on first use)."""
+    if _state["name"] is None:
+        set_backend(None)
+    return _state["name"]
+
+
+def get_kernel(name, *arrays):
+    """The fast kernel `name` for these arrays, or None to use the reference op.
+
+    A kernel is used only when the arrays live where the backend runs
+    (NumPy arrays for "numba", CuPy arrays for "cuda") and are float32: the
+    float64 path is kept for gradient checks against the exact reference.
+    """
+    backend = get_backend()
+    if backend == "numpy":
+        return None
+    on_gpu = any(is_cupy(a) for a in arrays)
+    if on_gpu != (backend == "cuda"):
+        return None
+    if any(getattr(a, "dtype", None) != np.float32 for a in arrays):
+        return None
+    kernel = _state["kernels"].get(name)
+    if kernel is not None and not _state["reported"]:
+        _state["reported"] = True
+        print(f"minilm: using the {backend!r} kernel backend "
+              f"(minilm.set_backend or MINILM_BACKEND to change)", file=sys.stderr)
+    return kernel

@@ -1,0 +1,2 @@
+"""Neural-network building blocks. `minilm.nn.functional` holds the ops as functions."""
+from minilm.nn import functional
