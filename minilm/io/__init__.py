@@ -1,0 +1,21 @@
+"""Files: safetensors written and read by hand, atomic writes, checkpoints (weights + config.json)."""
+
+from minilm.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+from minilm.io.checkpoint import Checkpoint, add_prefix, atomic_save_file, load_checkpoint, save_checkpoint, take_prefix
+from minilm.io.safetensors import load_file, load_metadata, read_header, save_file
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_writer",
+    "atomic_save_file",
+    "save_checkpoint",
+    "load_checkpoint",
+    "Checkpoint",
+    "add_prefix",
+    "take_prefix",
+    "save_file",
+    "load_file",
+    "load_metadata",
+    "read_header",
+]
