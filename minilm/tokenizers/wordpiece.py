@@ -10,7 +10,7 @@ cuts each word of the basic tokenizer (``bert_basic.py``) greedily, longest matc
         if there is none: the whole word is [UNK]
         start = end
 
-so "unaffable" -> ["un", "##aff", "##able"].  Words longer than 100 characters are [UNK].
+so with the uncased BERT vocabulary "embeddings" -> ["em", "##bed", "##ding", "##s"].  Words longer than 100 characters are [UNK].
 Special tokens ([CLS], [SEP], [PAD], [MASK], [UNK]) written in the text are kept whole.
 """
 
