@@ -12,11 +12,14 @@ from minilm.autograd import GradcheckError, gradcheck, is_grad_enabled, no_grad
 from minilm.backend import get_backend, set_backend
 from minilm.random import manual_seed
 from minilm.tensor import Tensor
-from minilm.tensor_functions import (arange, cat, concatenate, ones, randn, split, stack, tensor,
-                                     where, zeros)
+# (`minilm.tensor` stays the module that defines Tensor, so there is no `tensor()` function here:
+#  write minilm.Tensor(data).)
+from minilm.tensor_functions import arange, cat, concatenate, ones, randn, split, stack, where, zeros
+
+from minilm import nn, optim  # noqa: E402  (torch-style access: minilm.nn, minilm.optim)
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "arange", "cat", "concatenate", "stack",
+__all__ = ["Tensor", "zeros", "ones", "randn", "arange", "cat", "concatenate", "stack",
            "split", "where", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
            "manual_seed", "set_backend", "get_backend"]

@@ -230,3 +230,19 @@ def test_kv_cache_attention_equals_full_attention(rng):
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="exceed the cache size 5"):
         m(Tensor(x[:, :1]), kv_cache=cache, max_len=5)
+
+
+def test_kv_cache_keeps_gradients_of_the_current_call(rng):
+    m = nn.MultiHeadAttention(4, 2, causal=True).double()
+    first = nn.KVCache()
+    with minilm.no_grad():
+        m(Tensor(rng.standard_normal((1, 2, 4))), kv_cache=first, max_len=3)
+    past_k, past_v = first.k[:, :, :2].copy(), first.v[:, :, :2].copy()   # constants from the earlier call
+    x2 = Tensor(rng.standard_normal((1, 1, 4)), requires_grad=True)
+
+    def second_step(inp, *params):
+        cache = nn.KVCache()
+        cache.append(past_k, past_v, 3)
+        return m(inp, kv_cache=cache, max_len=3)
+
+    assert gradcheck(second_step, [x2] + m.parameters(), max_elements=8)

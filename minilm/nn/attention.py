@@ -14,6 +14,8 @@ from minilm.nn import functional as F
 from minilm.nn.layers import Linear, _uniform
 from minilm.nn.module import Module, Parameter
 from minilm.random import default_generator
+from minilm.tensor import Tensor
+from minilm.tensor_functions import cat
 
 
 class KVCache:
@@ -92,8 +94,13 @@ class MultiHeadAttention(Module):
         b, t, c = x.shape
         q, k, v = (self._heads(z) for z in self._project_qkv(x))                  # (B, nh, T, hs) each
         if kv_cache is not None:
-            k_all, v_all = kv_cache.append(k.data, v.data, max_len or t)
-            k, v = type(k)._make(k_all), type(v)._make(v_all)
+            # Earlier tokens' keys/values are constants; this call's own k, v keep their
+            # gradient by being concatenated after them.
+            past = kv_cache.length
+            kv_cache.append(k.data, v.data, max_len or t)
+            if past:
+                k = cat([Tensor._make(kv_cache.k[:, :, :past]), k], axis=2)          # (B, nh, past + T, hs)
+                v = cat([Tensor._make(kv_cache.v[:, :, :past]), v], axis=2)
         mask = None
         if attention_mask is not None:
             keys = np.asarray(attention_mask.numpy() if hasattr(attention_mask, "numpy") else attention_mask)
