@@ -1,0 +1,75 @@
+"""Text generation from an autoregressive model: greedy, temperature, top-k, top-p, KV cache.
+
+Generating token t+1 needs the logits at the last position only. Without a
+cache the model re-reads the whole prefix every step (O(T^2) attention work
+over a sequence, O(T) per step for the projections). With a KV cache
+(one `minilm.nn.KVCache` per layer) each step feeds just the newest token:
+its query attends to the keys and values already stored.
+"""
+import numpy as np
+
+from minilm.autograd.grad_mode import no_grad
+from minilm.nn.attention import KVCache
+from minilm.sampling import sample_next_token
+from minilm.tensor import Tensor
+
+
+def _context_length(model):
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "block_size", None)
+
+
+@no_grad()
+def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
+             eos_id=None, rng=None, use_cache=True):
+    """Extend each row of `idx` (B, T) int ids by up to max_new_tokens tokens.
+
+    temperature=0 or greedy=True: always the most likely token.
+    eos_id: stop a row when it produces this id (the batch stops when every row has).
+    rng: a numpy Generator (seeded for reproducible samples).
+    use_cache: feed only the newest token each step, with KV caches.
+    Returns a NumPy int64 array (B, T + generated).
+    """
+    idx = np.asarray(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=np.int64)
+    if idx.ndim == 1:
+        idx = idx[None, :]                                              # (T,) -> (1, T)
+    if idx.shape[1] == 0:
+        raise ValueError("generate: the prompt is empty; give at least one token id")
+    rng = rng if rng is not None else np.random.default_rng()
+    block = _context_length(model)
+    was_training = model.training
+    model.eval()
+    greedy = greedy or temperature == 0
+    finished = np.zeros(idx.shape[0], dtype=bool)
+    caches = None
+    try:
+        for _ in range(max_new_tokens):
+            fits = block is None or idx.shape[1] <= block
+            if use_cache and fits:
+                if caches is None:
+                    caches = [KVCache() for _ in range(model.config.n_layer)]
+                    logits = model(idx, kv_caches=caches)               # (B, T, V): fills the caches
+                else:
+                    logits = model(idx[:, -1:], kv_caches=caches)      # (B, 1, V): newest token only
+            else:
+                # past the context length positions run out: slide a window, no cache
+                logits = model(idx if block is None else idx[:, -block:])   # (B, T, V)
+            last = logits.data[:, -1, :]                                # (B, V)
+            nxt = np.asarray(sample_next_token(last, rng, temperature=temperature if not greedy else 1.0,
+                                               top_k=top_k, top_p=top_p, greedy=greedy)).reshape(-1)
+            if eos_id is not None:
+                nxt = np.where(finished, eos_id, nxt)
+                finished |= nxt == eos_id
+            idx = np.concatenate([idx, nxt[:, None].astype(np.int64)], axis=1)
+            if eos_id is not None and finished.all():
+                break
+    finally:
+        model.train(was_training)
+    return idx
+
+
+def generate_text(model, tokenizer, prompt, max_new_tokens=200, **options):
+    """Encode a prompt, generate, decode: the convenience wrapper the CLI uses."""
+    ids = tokenizer.encode(prompt)
+    out = generate(model, np.array([ids], dtype=np.int64), max_new_tokens, **options)
+    return tokenizer.decode(out[0].tolist())

@@ -1,0 +1,69 @@
+"""The `minilm` command end to end on a tiny corpus."""
+import subprocess
+import sys
+
+import pytest
+
+from minilm.cli import build_parser, main
+
+TEXT = ("Python is a programming language. The return statement ends a function. " * 30 + "\n") * 8
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+TINY = ["--n-layer", "1", "--n-embd", "24", "--n-head", "2", "--batch-size", "4", "--eval-batches", "2",
+        "--warmup-steps", "2", "--log-interval", "100"]
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--model", "--preset", "--corpus", "--tokenizer", "--steps", "--batch-size", "--lr", "--out",
+                 "--resume", "--seed", "--grad-accum", "--dropout"):
+        assert flag in out
+    for command in ("generate", "eval", "fill-mask", "info"):
+        assert command in build_parser().format_help()
+
+
+def test_train_generate_eval_info_for_gpt(corpus, tmp_path, capsys):
+    run = str(tmp_path / "gpt")
+    assert main(["train", "--corpus", corpus, "--preset", "nano", "--seq-len", "16", "--steps", "8",
+                 "--eval-interval", "4", "--out", run, "--backend", "numpy"] + TINY) == 0
+    assert "final: " in capsys.readouterr().out
+    assert main(["generate", run, "--prompt", "Python ", "--max-new-tokens", "20", "--temperature", "0.8",
+                 "--top-k", "5", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Python ") and len(out.strip()) >= len("Python ") + 5
+    assert main(["eval", run, "--batches", "2"]) == 0
+    assert "val_loss" in capsys.readouterr().out
+    assert main(["info", run]) == 0
+    assert "parameters:" in capsys.readouterr().out
+    assert main(["train", "--corpus", corpus, "--preset", "nano", "--seq-len", "16", "--steps", "10",
+                 "--out", run, "--resume"] + TINY) == 0
+
+
+def test_fill_mask_with_a_bert_run(corpus, tmp_path, capsys):
+    run = str(tmp_path / "bert")
+    assert main(["train", "--model", "bert", "--preset", "bert-tiny", "--tokenizer", "bpe", "--vocab-size", "300",
+                 "--corpus", corpus, "--seq-len", "32", "--steps", "4", "--eval-interval", "4", "--out", run] + TINY) == 0
+    assert "mlm_acc" in capsys.readouterr().out
+    assert main(["fill-mask", run, "The return [MASK] ends a function.", "--top", "3"]) == 0
+    assert capsys.readouterr().out.count("[MASK] at token") == 1
+
+
+def test_errors_are_reported_not_tracebacks(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "error" in capsys.readouterr().err
+    missing_corpus = ["train", "--corpus", str(tmp_path / "nope.txt"), "--steps", "1", "--out", str(tmp_path / "r")]
+    assert main(missing_corpus) == 2
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "minilm.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout

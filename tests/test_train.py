@@ -1,0 +1,202 @@
+"""The Trainer and the pretraining recipe: learning, checkpoints, resume, failures, generation."""
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+
+import minilm
+from minilm.generate import generate
+from minilm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
+from minilm.pretrain import PretrainConfig, load_pretrained, prepare
+from minilm.train import TrainingDiverged
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "A stitch in time saves nine.\n") * 40
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+def tiny_gpt_config(corpus, out, **kw):
+    base = dict(model="gpt", preset="nano", corpus=corpus, tokenizer="char", seq_len=16, batch_size=4,
+                steps=12, lr=3e-3, warmup_steps=2, eval_interval=6, eval_batches=2, ckpt_interval=6,
+                log_interval=100, seed=3, out_dir=str(out), n_layer=2, n_embd=24, n_head=2)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def losses(history):
+    return [r["train_loss"] for r in history]
+
+
+def test_overfit_one_batch_both_objectives():
+    rng = np.random.default_rng(0)
+    gpt = GPT(GPTConfig.preset("nano", vocab_size=11, block_size=8, n_layer=2), generator=rng)
+    x = rng.integers(0, 11, (2, 8))
+    y = np.roll(x, -1, axis=1)
+    opt = minilm.optim.AdamW(gpt.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(150):
+        _, loss = gpt(x, targets=y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+    bert = BertForMaskedLM(BertConfig.preset("bert-tiny", vocab_size=13, num_hidden_layers=1,
+                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                           generator=rng)
+    ids = rng.integers(5, 13, (2, 10))
+    labels = np.where(rng.random((2, 10)) < 0.5, ids, -100)
+    masked = np.where(labels != -100, 4, ids)
+    opt = minilm.optim.AdamW(bert.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(150):
+        _, loss = bert(masked, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
+                       labels=labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_training_learns_and_writes_checkpoint_metrics_and_tokenizer(corpus, tmp_path):
+    cfg = tiny_gpt_config(corpus, tmp_path / "run", steps=40, eval_interval=20)
+    trainer, tokenizer = prepare(cfg, progress_stream=io.StringIO())
+    history = trainer.fit()
+    vals = [r["val_loss"] for r in history if "val_loss" in r]
+    assert vals[-1] < np.log(tokenizer.vocab_size) - 0.5          # well below a uniform guess
+    run = tmp_path / "run"
+    assert (run / "checkpoint" / "model.safetensors").exists() and (run / "tokenizer.json").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 41))
+    model, tok, config = load_pretrained(run)
+    for name, value in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], value)
+    assert config["pretrain"]["steps"] == 40
+
+
+def interrupt_after(trainer, n_batches):
+    """Make the trainer's batcher raise KeyboardInterrupt (like Ctrl-C) on batch n_batches + 1."""
+    real_next, calls = trainer.train_batcher.next_batch, {"n": 0}
+
+    def next_batch():
+        calls["n"] += 1
+        if calls["n"] > n_batches:
+            raise KeyboardInterrupt
+        return real_next()
+
+    trainer.train_batcher.next_batch = next_batch
+
+
+def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(corpus, tmp_path):
+    full, _ = prepare(tiny_gpt_config(corpus, tmp_path / "full", dropout=0.1), progress_stream=io.StringIO())
+    full_history = full.fit()
+
+    first, _ = prepare(tiny_gpt_config(corpus, tmp_path / "split", dropout=0.1, ckpt_interval=100),
+                       progress_stream=io.StringIO())
+    interrupt_after(first, 7)                 # Ctrl-C during step 8: the checkpoint holds step 7
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed, _ = prepare(tiny_gpt_config(corpus, tmp_path / "split"), resume=True, progress_stream=io.StringIO())
+    assert resumed.step == 7
+    resumed.fit()
+    assert losses(resumed.history) == losses(full_history)
+    assert [r.get("val_loss") for r in resumed.history] == [r.get("val_loss") for r in full_history]
+
+
+def test_keyboard_interrupt_saves_a_checkpoint(corpus, tmp_path):
+    trainer, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run", ckpt_interval=1000),
+                         progress_stream=io.StringIO())
+    interrupt_after(trainer, 4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    resumed, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run"), resume=True, progress_stream=io.StringIO())
+    assert resumed.step == 4
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
+    trainer, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run", ckpt_interval=3), progress_stream=io.StringIO())
+    real_loss = trainer.objective.loss
+
+    def poisoned(model, batch):
+        loss, n = real_loss(model, batch)
+        return (loss * float("nan") if trainer.step == 4 else loss), n
+
+    trainer.objective.loss = poisoned
+    with pytest.raises(TrainingDiverged, match="step 5"):
+        trainer.fit()
+    model, _, _ = load_pretrained(tmp_path / "run")
+    assert all(np.all(np.isfinite(v)) for v in model.state_dict().values())
+    resumed, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run"), resume=True, progress_stream=io.StringIO())
+    assert resumed.step == 3
+
+
+def test_corrupted_checkpoint_and_config_mismatch_are_clear_errors(corpus, tmp_path):
+    trainer, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run", steps=2), progress_stream=io.StringIO())
+    trainer.fit()
+    weights = tmp_path / "run" / "checkpoint" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_pretrained(tmp_path / "run")
+    weights.write_bytes(data)
+    other = GPT(GPTConfig.preset("nano", vocab_size=5, n_layer=2, n_embd=24, n_head=2, block_size=16))
+    from minilm.io import load_checkpoint, take_prefix
+    state = take_prefix("model.", load_checkpoint(tmp_path / "run" / "checkpoint").tensors)
+    with pytest.raises(KeyError, match=r"transformer.wte.weight: checkpoint \(\d+, 24\) vs model \(5, 24\)"):
+        other.load_state_dict(state)
+
+
+def test_bad_corpora_and_lengths_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    with pytest.raises(ValueError, match="empty"):
+        prepare(tiny_gpt_config(str(empty), tmp_path / "a"), progress_stream=io.StringIO())
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 2)
+    with pytest.raises(ValueError, match="fewer than seq_len"):
+        prepare(tiny_gpt_config(str(short), tmp_path / "b"), progress_stream=io.StringIO())
+    model = GPT(GPTConfig.preset("nano", vocab_size=5, block_size=8))
+    with pytest.raises(ValueError, match="8"):
+        model(np.zeros((1, 9), dtype=np.int64))
+    from minilm.tokenizers import CharTokenizer
+    with pytest.raises(ValueError, match="'z'"):
+        CharTokenizer.from_text("abc").encode("abz")
+
+
+def test_mlm_training_reports_accuracy_and_baseline(tmp_path, corpus):
+    cfg = dataclasses.replace(tiny_gpt_config(corpus, tmp_path / "bert", steps=6, eval_interval=6),
+                              model="bert", preset="bert-tiny", tokenizer="bpe", vocab_size=300,
+                              n_layer=1, n_embd=32, n_head=2, seq_len=32)
+    trainer, tok = prepare(cfg, progress_stream=io.StringIO())
+    history = trainer.fit()
+    final = history[-1]
+    assert 0.0 <= final["mlm_acc"] <= 1.0 and 0.0 < final["mlm_acc_most_frequent"] <= 1.0
+    model, _, config = load_pretrained(tmp_path / "bert")
+    assert config["model_type"] == "bert"
+
+
+def test_kv_cache_generation_matches_the_no_cache_path():
+    rng = np.random.default_rng(1)
+    model = GPT(GPTConfig.preset("nano", vocab_size=17, block_size=24, n_layer=2), generator=rng).eval()
+    prompt = rng.integers(0, 17, (2, 5))
+    with_cache = generate(model, prompt, 12, temperature=0.9, top_k=8, rng=np.random.default_rng(7))
+    without = generate(model, prompt, 12, temperature=0.9, top_k=8, rng=np.random.default_rng(7), use_cache=False)
+    np.testing.assert_array_equal(with_cache, without)
+    # past the context length generation slides a window instead of failing
+    long = generate(model, prompt, 30, greedy=True, rng=np.random.default_rng(0))
+    assert long.shape == (2, 35)
+
+
+def test_generation_stops_at_the_end_token():
+    model = GPT(GPTConfig.preset("nano", vocab_size=5, block_size=16, n_layer=1), generator=np.random.default_rng(0))
+    prompt = np.array([[0, 1]])
+    free = generate(model, prompt, 10, greedy=True)
+    eos = int(free[0, 3])                                 # the second token it produces
+    stopped = generate(model, prompt, 10, greedy=True, eos_id=eos)
+    first = 2 + int(np.flatnonzero(free[0, 2:] == eos)[0])
+    np.testing.assert_array_equal(stopped[0], free[0, :first + 1])   # same tokens, cut after the first eos
