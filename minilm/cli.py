@@ -35,7 +35,7 @@ HELP = {
     "n_embd": "override the preset's model width",
     "val_fraction": "fraction of the corpus held out for validation (the end of the text)",
     "eval_interval": "evaluate every N steps",
-    "eval_batches": "validation batches per evaluation",
+    "eval_batches": "validation batches per evaluation (0 = the whole validation split)",
     "ckpt_interval": "write a checkpoint every N steps (also at the end and on Ctrl-C)",
     "log_interval": "print a progress line every N steps when not in a terminal",
     "seed": "random seed (data order, initialisation, dropout)",

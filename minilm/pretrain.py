@@ -137,7 +137,7 @@ def build_data(cfg, tokenizer, text, model):
                 raise ValueError(f"the {name} split of corpus {cfg.corpus!r} has {ids.size} tokens, fewer "
                                  f"than seq_len + 1 = {seq_len + 1}: use a bigger corpus or a smaller --seq-len")
         batcher = ARBatcher(train_ids, seq_len, cfg.batch_size, rng)
-        val = lambda: iter_eval_batches(val_ids, seq_len, cfg.batch_size, cfg.eval_batches)
+        val = lambda: iter_eval_batches(val_ids, seq_len, cfg.batch_size, cfg.eval_batches or None)
         return batcher, val, AutoregressiveLM()
     ids = {t: tokenizer.token_to_id(t) for t in BERT_SPECIALS}
     encode = lambda part: [tokenizer.encode(s, allowed_special=()) for s in _sentences(part)]
@@ -147,7 +147,7 @@ def build_data(cfg, tokenizer, text, model):
     batcher = MLMBatcher(encode(train_text), rng=rng, **common)
     val_batcher = MLMBatcher(encode(val_text), rng=np.random.default_rng(0), **common)
     objective = MaskedLM(baseline_token=most_frequent_masked_token(batcher))
-    val = lambda: val_batcher.iter_eval_batches(seed=0, max_batches=cfg.eval_batches)
+    val = lambda: val_batcher.iter_eval_batches(seed=0, max_batches=cfg.eval_batches or None)
     return batcher, val, objective
 
 
