@@ -1,0 +1,61 @@
+"""Numba CPU kernels: fused, multi-threaded drop-ins for minilm's plain-NumPy reference ops.
+
+Every kernel takes and returns plain float32 NumPy arrays (non-contiguous inputs are copied;
+float64 raises TypeError -- float64 work such as gradient checks belongs to the reference ops):
+
+    attention_forward(q, k, v, *, causal=False, key_mask=None, scale=None) -> (out, lse)
+    attention_backward(q, k, v, out, lse, dout, *, causal=False, key_mask=None, scale=None) -> (dq, dk, dv)
+    gelu_forward(x, approximate="none") -> y                  approximate: "none" (erf) or "tanh"
+    gelu_backward(x, dy, approximate="none") -> dx
+    layer_norm_forward(x, weight, bias, eps=1e-5) -> (y, mean, rstd)
+    layer_norm_backward(dy, x, weight, mean, rstd) -> (dx, dweight, dbias)
+    cross_entropy_forward(logits, targets, *, ignore_index=-100) -> (loss_sum, n_counted, lse)
+    cross_entropy_backward(logits, targets, lse, grad_scale, *, ignore_index=-100) -> dlogits
+
+`KERNELS` maps those names to the functions (for a backend registry).  Importing this package
+compiles nothing; each kernel compiles on its first call (about a second, or tens of milliseconds
+when Numba's on-disk cache already holds it).  `warmup()` compiles them all on tiny inputs.
+`poisoned_outputs()` is a debugging aid: outputs allocated inside it start as NaN, so an element a
+kernel forgot to write shows up.  Threads: numba.set_num_threads / NUMBA_NUM_THREADS.
+"""
+import numpy as np
+
+from ._alloc import poisoned_outputs
+from .attention import attention_backward, attention_forward
+from .cross_entropy import cross_entropy_backward, cross_entropy_forward
+from .gelu import gelu_backward, gelu_forward
+from .layer_norm import layer_norm_backward, layer_norm_forward
+
+KERNELS = {
+    "attention_forward": attention_forward,
+    "attention_backward": attention_backward,
+    "gelu_forward": gelu_forward,
+    "gelu_backward": gelu_backward,
+    "layer_norm_forward": layer_norm_forward,
+    "layer_norm_backward": layer_norm_backward,
+    "cross_entropy_forward": cross_entropy_forward,
+    "cross_entropy_backward": cross_entropy_backward,
+}
+
+__all__ = sorted(KERNELS) + ["KERNELS", "poisoned_outputs", "warmup"]
+
+
+def warmup():
+    """Compile (or load from the cache) every kernel once, on tiny inputs; returns the names warmed up."""
+    rng = np.random.default_rng(0)
+    for Tq, Tk in ((3, 3), (9, 9), (1, 1 << 14)):  # row path (serial), tiles, row path (parallel)
+        q, dout = (rng.standard_normal((1, 1, Tq, 64), dtype=np.float32) for _ in range(2))
+        k, v = (rng.standard_normal((1, 1, Tk, 64), dtype=np.float32) for _ in range(2))
+        mask = rng.random((1, Tk)) < 0.9
+        out, lse = attention_forward(q, k, v, causal=True, key_mask=mask)
+    attention_backward(q, k, v, out, lse, dout, causal=True, key_mask=mask)
+    x = rng.standard_normal((2, 5), dtype=np.float32)
+    for form in ("none", "tanh"):
+        gelu_backward(x, gelu_forward(x, form), form)
+    w = np.ones(5, np.float32)
+    y, mean, rstd = layer_norm_forward(x, w, np.zeros(5, np.float32))
+    layer_norm_backward(y, x, w, mean, rstd)
+    targets = np.array([1, -100])
+    loss_sum, n_counted, lse = cross_entropy_forward(x, targets)
+    cross_entropy_backward(x, targets, lse, 1.0 / max(n_counted, 1))
+    return sorted(KERNELS)
