@@ -1,7 +1,8 @@
 """How every kernel in this package is compiled: `numba.njit` with an on-disk cache that survives read-only installs.
 
 Compilation happens on the first call of each kernel (never at import); `cache=True` stores the
-machine code so later processes load it in milliseconds instead of compiling for about a second.
+machine code so later processes load it in tens of milliseconds instead of compiling again (about
+1 s per element-wise kernel and 5-15 s for each of the two tiled attention kernels on a 2-core machine).
 
 Numba looks for a cache folder in this order: $NUMBA_CACHE_DIR, `__pycache__` next to the source,
 the user-wide `~/.cache/numba` (or $XDG_CACHE_HOME/numba).  On a read-only install run by a user
