@@ -45,6 +45,7 @@ def _load_kernels(name):
         return {}
     if name == "numba":
         from minilm.kernels import cpu
+        _one_numba_thread_unless_asked()
         return dict(cpu.KERNELS)
     if name == "cuda":
         from minilm.kernels import cuda
@@ -52,6 +53,20 @@ def _load_kernels(name):
             raise ImportError("CuPy with a CUDA device is not available")
         return dict(cuda.KERNELS)
     raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {BACKENDS}")
+
+
+def _one_numba_thread_unless_asked():
+    """Run the Numba kernels on one thread unless NUMBA_NUM_THREADS says otherwise.
+
+    A training step alternates BLAS matmuls (OpenBLAS uses every core and its
+    threads keep spinning for a while after each call) with Numba kernels.
+    Two thread pools on two cores then fight: on a 2-core machine with any
+    other load a GPT step went from ~0.15 s to over 6 s. One Numba thread
+    leaves the cores to BLAS between kernels; set NUMBA_NUM_THREADS to choose.
+    """
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        import numba
+        numba.set_num_threads(1)
 
 
 def _default_backend():
