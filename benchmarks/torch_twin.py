@@ -21,12 +21,6 @@ import time
 
 import numpy as np
 
-try:
-    import torch
-    import torch.nn as tnn
-    import torch.nn.functional as TF
-except ImportError:
-    sys.exit("benchmarks/torch_twin.py needs PyTorch (pip install torch==2.13.0); minilm itself does not")
 
 import minilm
 from minilm.data import ARBatcher, iter_eval_batches
@@ -34,37 +28,45 @@ from minilm.optim import param_groups_for_weight_decay, warmup_cosine
 from minilm.pretrain import PretrainConfig, prepare
 
 
-class TwinBlock(tnn.Module):
-    def __init__(self, c, n_head):
-        super().__init__()
-        self.n_head = n_head
-        self.ln_1, self.ln_2 = tnn.LayerNorm(c), tnn.LayerNorm(c)
-        self.c_attn, self.attn_proj = tnn.Linear(c, 3 * c), tnn.Linear(c, c)
-        self.c_fc, self.mlp_proj = tnn.Linear(c, 4 * c), tnn.Linear(4 * c, c)
+def twin_model_class():
+    """The PyTorch twin, defined only after minilm's run: importing torch earlier was measured
+    to slow minilm's own run in the same process (two OpenMP/BLAS thread pools on 2 cores)."""
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as TF
 
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
-        x = x + self.attn_proj(y)
-        return x + self.mlp_proj(TF.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+    class TwinBlock(tnn.Module):
+        def __init__(self, c, n_head):
+            super().__init__()
+            self.n_head = n_head
+            self.ln_1, self.ln_2 = tnn.LayerNorm(c), tnn.LayerNorm(c)
+            self.c_attn, self.attn_proj = tnn.Linear(c, 3 * c), tnn.Linear(c, c)
+            self.c_fc, self.mlp_proj = tnn.Linear(c, 4 * c), tnn.Linear(4 * c, c)
 
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+            q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+            x = x + self.attn_proj(y)
+            return x + self.mlp_proj(TF.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
-class TwinGPT(tnn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.wte = tnn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = tnn.Embedding(cfg.block_size, cfg.n_embd)
-        self.h = tnn.ModuleList(TwinBlock(cfg.n_embd, cfg.n_head) for _ in range(cfg.n_layer))
-        self.ln_f = tnn.LayerNorm(cfg.n_embd)
+    class TwinGPT(tnn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.wte = tnn.Embedding(cfg.vocab_size, cfg.n_embd)
+            self.wpe = tnn.Embedding(cfg.block_size, cfg.n_embd)
+            self.h = tnn.ModuleList(TwinBlock(cfg.n_embd, cfg.n_head) for _ in range(cfg.n_layer))
+            self.ln_f = tnn.LayerNorm(cfg.n_embd)
 
-    def forward(self, idx, targets):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.h:
-            x = block(x)
-        logits = self.ln_f(x) @ self.wte.weight.T                       # tied LM head
-        return TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.h:
+                x = block(x)
+            logits = self.ln_f(x) @ self.wte.weight.T                       # tied LM head
+            return TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    return TwinGPT
 
 
 def twin_name(minilm_name):
@@ -77,6 +79,7 @@ def twin_name(minilm_name):
 
 
 def load_into_twin(twin, state):
+    import torch
     own = dict(twin.named_parameters())
     for name, array in state.items():
         if name == "lm_head.weight":
@@ -94,7 +97,6 @@ def main():
     ap.add_argument("--plot", default=None, help="write the two validation curves to this PNG")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     if args.backend:
         minilm.set_backend(args.backend)
 
@@ -107,8 +109,8 @@ def main():
     trainer, tokenizer = prepare(cfg, progress_stream=io.StringIO())
     initial = trainer.model.state_dict()
 
-    print(f"minilm {minilm.__version__} backend={minilm.get_backend()}  torch {torch.__version__} "
-          f"threads={torch.get_num_threads()}  steps={cfg.steps}  params={trainer.model.num_parameters(False):,}")
+    print(f"minilm {minilm.__version__} backend={minilm.get_backend()}  steps={cfg.steps}  "
+          f"params={trainer.model.num_parameters(False):,}")
 
     start = time.perf_counter()
     trainer.fit()
@@ -116,7 +118,13 @@ def main():
     minilm_curve = {r["step"]: r["val_loss"] for r in trainer.history if "val_loss" in r}
 
     # the twin: same initial weights, same batches, same schedule
-    twin = TwinGPT(trainer.model.config)
+    try:
+        import torch
+    except ImportError:
+        sys.exit("benchmarks/torch_twin.py needs PyTorch (pip install torch==2.13.0); minilm itself does not")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()}")
+    twin = twin_model_class()(trainer.model.config)
     load_into_twin(twin, initial)
     named = {twin_name(n)[0]: p for n, p in trainer.model.named_parameters()}
     groups = param_groups_for_weight_decay(trainer.model.named_parameters(), cfg.weight_decay)
