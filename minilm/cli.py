@@ -172,7 +172,10 @@ def cmd_fill_mask(args):
         raise SystemExit(f"minilm fill-mask: {args.run} holds a {config['model_type']} model; fill-mask needs a BERT")
     if "[MASK]" not in args.text:
         raise SystemExit("minilm fill-mask: the text has no [MASK]")
-    ids = [tokenizer.token_to_id("[CLS]")] + tokenizer.encode(args.text) + [tokenizer.token_to_id("[SEP]")]
+    # Byte-level BPE tokens carry their leading space (" return"), and masking replaced such a
+    # whole token, so "The [MASK] statement" must be read as "The[MASK] statement".
+    text = args.text.replace(" [MASK]", "[MASK]")
+    ids = [tokenizer.token_to_id("[CLS]")] + tokenizer.encode(text) + [tokenizer.token_to_id("[SEP]")]
     mask_id = tokenizer.token_to_id("[MASK]")
     x = np.array([ids])
     with no_grad():

@@ -41,9 +41,10 @@ class AutoregressiveLM:
 class MaskedLM:
     name = "mlm"
 
-    def __init__(self, ignore_index=-100, baseline_token=None):
+    def __init__(self, ignore_index=-100, baseline_token=None, mask_token_id=None):
         self.ignore_index = ignore_index
         self.baseline_token = baseline_token      # the most frequent masked target in training data
+        self.mask_token_id = mask_token_id        # to also score only the positions shown as [MASK]
 
     def loss(self, model, batch):
         _, loss = model(batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -53,6 +54,7 @@ class MaskedLM:
     @no_grad()
     def evaluate(self, model, batches):
         total, count, correct, baseline_correct = 0.0, 0, 0, 0
+        masked_count, masked_correct = 0, 0
         for batch in batches:
             logits, loss = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                                  token_type_ids=batch["token_type_ids"], labels=batch["labels"])
@@ -67,12 +69,20 @@ class MaskedLM:
             correct += int((predicted[chosen] == labels[chosen]).sum())
             if self.baseline_token is not None:
                 baseline_correct += int((labels[chosen] == self.baseline_token).sum())
+            if self.mask_token_id is not None:
+                # 10% of the graded tokens were left unchanged (the answer is visible), so the
+                # accuracy at [MASK] positions alone is the harder, more honest number.
+                shown_mask = chosen & (batch["input_ids"] == self.mask_token_id)
+                masked_count += int(shown_mask.sum())
+                masked_correct += int((predicted[shown_mask] == labels[shown_mask]).sum())
         if count == 0:
             raise ValueError("evaluate: no masked tokens in the validation batches")
         mean = total / count
         out = {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0)), "mlm_acc": correct / count}
         if self.baseline_token is not None:
             out["mlm_acc_most_frequent"] = baseline_correct / count
+        if self.mask_token_id is not None and masked_count:
+            out["mlm_acc_at_mask"] = masked_correct / masked_count
         return out
 
 

@@ -146,7 +146,7 @@ def build_data(cfg, tokenizer, text, model):
                   special_ids=[ids["[UNK]"]], pack=True)
     batcher = MLMBatcher(encode(train_text), rng=rng, **common)
     val_batcher = MLMBatcher(encode(val_text), rng=np.random.default_rng(0), **common)
-    objective = MaskedLM(baseline_token=most_frequent_masked_token(batcher))
+    objective = MaskedLM(baseline_token=most_frequent_masked_token(batcher), mask_token_id=ids["[MASK]"])
     val = lambda: val_batcher.iter_eval_batches(seed=0, max_batches=cfg.eval_batches or None)
     return batcher, val, objective
 

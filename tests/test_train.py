@@ -176,6 +176,7 @@ def test_mlm_training_reports_accuracy_and_baseline(tmp_path, corpus):
     history = trainer.fit()
     final = history[-1]
     assert 0.0 <= final["mlm_acc"] <= 1.0 and 0.0 < final["mlm_acc_most_frequent"] <= 1.0
+    assert 0.0 <= final["mlm_acc_at_mask"] <= 1.0
     model, _, config = load_pretrained(tmp_path / "bert")
     assert config["model_type"] == "bert"
 
