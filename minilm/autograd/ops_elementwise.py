@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from minilm.autograd.function import Function, unbroadcast
+from minilm.backend import array_module
 
 
 def _check_broadcast(op, a, b):
@@ -167,7 +168,7 @@ def gelu_reference(x, approximate):
         GELU'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     Returns (y, dy/dx) so forward and backward share one formula.
     """
-    xp = np if not type(x).__module__.startswith("cupy") else __import__("cupy")
+    xp = array_module(x)
     if approximate == "none":
         cdf = 0.5 * (1.0 + erf(x * _INV_SQRT_2))
         pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI

@@ -27,8 +27,6 @@ from minilm.nn.attention import KVCache
 from minilm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from minilm.nn.module import Module, ModuleList, Parameter
 from minilm.random import default_generator
-from minilm.tensor import Tensor
-from minilm.tensor_functions import cat
 
 
 class Conv1D(Module):
@@ -87,11 +85,7 @@ class CausalSelfAttention(Module):
         k = k.reshape(b, t, self.n_head, hs).transpose(1, 2)                   # (B, T, C) -> (B, nh, T, hs)
         v = v.reshape(b, t, self.n_head, hs).transpose(1, 2)                   # (B, T, C) -> (B, nh, T, hs)
         if kv_cache is not None:
-            past = kv_cache.length
-            k_all, v_all = kv_cache.append(k.data, v.data, self.block_size)    # (B, nh, past + T, hs)
-            if past:
-                k = cat([Tensor._make(k_all[:, :, :past]), k], axis=2)         # (B, nh, past + T, hs)
-                v = cat([Tensor._make(v_all[:, :, :past]), v], axis=2)         # (B, nh, past + T, hs)
+            k, v = kv_cache.extend(k, v, self.block_size)                      # (B, nh, past + T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p,
                                            training=self.training, generator=self.generator)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(b, t, c)                                  # (B, nh, T, hs) -> (B, T, C)

@@ -13,6 +13,7 @@ import numpy as np
 from minilm.nn import functional as F
 from minilm.nn.layers import Linear, _uniform
 from minilm.nn.module import Module, Parameter
+from minilm.backend import array_module
 from minilm.random import default_generator
 from minilm.tensor import Tensor
 from minilm.tensor_functions import cat
@@ -34,7 +35,7 @@ class KVCache:
         """Store k, v of shape (B, H, t, D); return all keys/values so far, (B, H, length, D)."""
         b, h, t, d = k.shape
         if self.k is None:
-            xp = np if not type(k).__module__.startswith("cupy") else __import__("cupy")
+            xp = array_module(k)
             self.k = xp.zeros((b, h, max_len, d), dtype=k.dtype)
             self.v = xp.zeros((b, h, max_len, v.shape[-1]), dtype=v.dtype)
         if self.length + t > self.k.shape[2]:
@@ -44,6 +45,20 @@ class KVCache:
         self.v[:, :, self.length:self.length + t] = v
         self.length += t
         return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+    def extend(self, k, v, max_len):
+        """Append this call's k, v Tensors (B, H, t, D); return all keys/values as Tensors.
+
+        Earlier tokens' keys and values are constants; this call's own k, v keep
+        their gradient by being concatenated after them.
+        """
+        past = self.length
+        self.append(k.data, v.data, max_len)
+        if not past:
+            return k, v
+        k_all = cat([Tensor._make(self.k[:, :, :past]), k], axis=2)             # (B, nh, past + t, hs)
+        v_all = cat([Tensor._make(self.v[:, :, :past]), v], axis=2)
+        return k_all, v_all
 
 
 class MultiHeadAttention(Module):
@@ -94,13 +109,7 @@ class MultiHeadAttention(Module):
         b, t, c = x.shape
         q, k, v = (self._heads(z) for z in self._project_qkv(x))                  # (B, nh, T, hs) each
         if kv_cache is not None:
-            # Earlier tokens' keys/values are constants; this call's own k, v keep their
-            # gradient by being concatenated after them.
-            past = kv_cache.length
-            kv_cache.append(k.data, v.data, max_len or t)
-            if past:
-                k = cat([Tensor._make(kv_cache.k[:, :, :past]), k], axis=2)          # (B, nh, past + T, hs)
-                v = cat([Tensor._make(kv_cache.v[:, :, :past]), v], axis=2)
+            k, v = kv_cache.extend(k, v, max_len or t)                           # (B, nh, past + T, hs)
         mask = None
         if attention_mask is not None:
             keys = np.asarray(attention_mask.numpy() if hasattr(attention_mask, "numpy") else attention_mask)
@@ -109,7 +118,7 @@ class MultiHeadAttention(Module):
                                  f"(batch, keys) = {(b, k.shape[2])}")
             mask = keys.astype(bool)[:, None, None, :]                            # (B, 1, 1, Tk)
             if type(x.data).__module__.startswith("cupy"):
-                mask = __import__("cupy").asarray(mask)
+                mask = array_module(x.data).asarray(mask)
         if attn_mask is not None:
             mask = attn_mask if mask is None else (mask & attn_mask)
         result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,

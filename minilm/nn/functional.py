@@ -9,6 +9,7 @@ reference; for float32 arrays the op asks the active backend
 import numpy as np
 
 from minilm.autograd import ops_attention, ops_elementwise, ops_nn
+from minilm.backend import array_module
 from minilm.random import default_generator
 from minilm.tensor import Tensor
 
@@ -110,7 +111,7 @@ def _attention_with_dropout(q, k, v, mask, dropout_p, is_causal, scale, return_w
     d = q.shape[-1]
     scale = d ** -0.5 if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale                              # (B, H, Tq, Tk)
-    xp = np if q.device == "cpu" else __import__("cupy")
+    xp = array_module(q.data)
     full = ops_attention.build_attention_mask(xp, q.shape[2], k.shape[2], is_causal, mask)
     if full is not None:
         scores = scores.masked_fill(~xp.broadcast_to(full, scores.shape), -1e30)
