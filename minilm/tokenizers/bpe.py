@@ -14,6 +14,12 @@ Encoding a pre-token applies the learned merges in the order they were learned:
 which reproduces the segmentation training gave it.  Results are cached per
 pre-token, since real text repeats the same words over and over.
 The training loop itself lives in ``bpe_train.py``.
+
+The pre-tokenizer (the regex that cuts text into words before merging) belongs
+to the tokenizer type, in code: a saved file holds only merges and special
+tokens. A regex read from a file would be code from a file -- ``(a|a)+$`` makes
+``re`` take exponential time -- so a file's ``pattern`` key is accepted only
+when it equals the built-in one (files written before this change have it).
 """
 
 from __future__ import annotations
@@ -27,6 +33,18 @@ from .bpe_train import GPT2_LIKE_SPLIT_PATTERN, count_words, learn_merges, merge
 from .special_split import split_on_specials
 
 _CACHE_LIMIT = 200_000  # distinct pre-tokens kept in the encode cache before it is cleared
+# Each merge's bytes are the concatenation of two earlier tokens, so a hand-made list of
+# 40 merges ((a, a), (256, 256), (257, 257), ...) would ask for 2**40 bytes. Real vocabularies
+# hold a few MB of token bytes at most; more than this means a corrupted or hostile file.
+_MAX_TOKEN_BYTES_TOTAL = 64 << 20
+_SPLIT_RE = re.compile(GPT2_LIKE_SPLIT_PATTERN)
+_FILE_KEYS = {"type", "version", "merges", "special_tokens", "pattern"}
+
+
+def _short(value, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ByteLevelBPE:
@@ -36,16 +54,21 @@ class ByteLevelBPE:
     """
 
     type_name = "ByteLevelBPE"
+    pattern = GPT2_LIKE_SPLIT_PATTERN      # the pre-tokenizer: fixed by the type, never read from a file
 
-    def __init__(self, merges: Iterable[tuple[int, int]], special_tokens: Iterable[str] = ("<|endoftext|>",),
-                 pattern: str = GPT2_LIKE_SPLIT_PATTERN):
+    def __init__(self, merges: Iterable[tuple[int, int]], special_tokens: Iterable[str] = ("<|endoftext|>",)):
         self.merges: list[tuple[int, int]] = []
         self._token_bytes: list[bytes] = [bytes([i]) for i in range(256)]  # id -> its bytes
+        total_bytes = 256
         for k, pair in enumerate(merges):
             a, b = (int(x) for x in pair)
             new_id = 256 + k
             if not (0 <= a < new_id and 0 <= b < new_id):
                 raise ValueError(f"ByteLevelBPE: merge {k} = ({a}, {b}) refers to an id not defined before {new_id}")
+            total_bytes += len(self._token_bytes[a]) + len(self._token_bytes[b])
+            if total_bytes > _MAX_TOKEN_BYTES_TOTAL:
+                raise ValueError(f"ByteLevelBPE: merge {k} = ({a}, {b}) takes the vocabulary past "
+                                 f"{_MAX_TOKEN_BYTES_TOTAL >> 20} MiB of token bytes; the merges are corrupted")
             self.merges.append((a, b))
             self._token_bytes.append(self._token_bytes[a] + self._token_bytes[b])
         self._merge_rank: dict[tuple[int, int], int] = {pair: k for k, pair in enumerate(self.merges)}
@@ -60,8 +83,7 @@ class ByteLevelBPE:
         self.special_tokens: dict[str, int] = {tok: first_special + i for i, tok in enumerate(special_tokens)}
         self._special_by_id: dict[int, str] = {i: tok for tok, i in self.special_tokens.items()}
 
-        self.pattern = pattern
-        self._split_re = re.compile(pattern)
+        self._split_re = _SPLIT_RE
         self._bytes_to_id: dict[bytes, int] = {}
         for i, bs in enumerate(self._token_bytes):
             self._bytes_to_id.setdefault(bs, i)
@@ -190,19 +212,51 @@ class ByteLevelBPE:
         return {
             "type": self.type_name,
             "version": 1,
-            "pattern": self.pattern,
             "merges": [list(pair) for pair in self.merges],
             "special_tokens": list(self.special_tokens),   # in id order, after the merges
         }
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "ByteLevelBPE":
+        """Rebuild a tokenizer from ``to_dict()`` output, checking every field's type and range;
+        a bad field raises ValueError naming ``source`` and the field."""
+        def bad(field: str, what: str):
+            return ValueError(f"ByteLevelBPE: {source}: field {field!r}: {what}")
+
+        if not isinstance(data, dict):
+            raise ValueError(f"ByteLevelBPE: {source} must hold a JSON object, got {type(data).__name__}")
         if data.get("type") != cls.type_name:
-            raise ValueError(f"ByteLevelBPE: {source} has type {data.get('type')!r}, expected {cls.type_name!r}")
-        for key in ("merges", "special_tokens", "pattern"):
+            raise bad("type", f"got {_short(data.get('type'))}, expected {cls.type_name!r}")
+        unknown = sorted(str(k) for k in set(data) - _FILE_KEYS)
+        if unknown:
+            raise ValueError(f"ByteLevelBPE: {source} has unknown fields {unknown} (known: {sorted(_FILE_KEYS)})")
+        version = data.get("version", 1)
+        if type(version) is not int or version != 1:
+            raise bad("version", f"got {_short(version)}; this minilm reads version 1")
+        for key in ("merges", "special_tokens"):
             if key not in data:
-                raise ValueError(f"ByteLevelBPE: {source} has no {key!r} key")
-        return cls([tuple(p) for p in data["merges"]], data["special_tokens"], pattern=data["pattern"])
+                raise ValueError(f"ByteLevelBPE: {source} has no {key!r} field")
+        merges = data["merges"]
+        if not isinstance(merges, list):
+            raise bad("merges", f"must be a list of [a, b] id pairs, got {_short(merges)}")
+        for k, pair in enumerate(merges):
+            if (not isinstance(pair, list) or len(pair) != 2
+                    or not all(type(x) is int and 0 <= x < 256 + k for x in pair)):
+                raise bad("merges", f"merge {k} must be a pair [a, b] of ids defined before {256 + k} "
+                                    f"(0 <= id < {256 + k}), got {_short(pair)}")
+        specials = data["special_tokens"]
+        if not isinstance(specials, list) or not all(isinstance(t, str) and t for t in specials):
+            raise bad("special_tokens", f"must be a list of non-empty strings, got {_short(specials)}")
+        if len(set(specials)) != len(specials):
+            raise bad("special_tokens", f"a token appears twice in {_short(specials)}")
+        if "pattern" in data and data["pattern"] != GPT2_LIKE_SPLIT_PATTERN:
+            # Never compile a regex from a file (see the module docstring).
+            raise bad("pattern", "differs from the built-in pre-tokenizer; minilm does not read a regex "
+                                 "from a file (remove the field, or re-train the tokenizer)")
+        try:
+            return cls([tuple(p) for p in merges], specials)
+        except ValueError as err:     # only the total-size limit is left to fail here
+            raise bad("merges", str(err).removeprefix("ByteLevelBPE: ")) from None
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -210,9 +264,8 @@ class ByteLevelBPE:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ByteLevelBPE":
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-        return cls.from_dict(data, source=str(path))
+        from . import read_tokenizer_json
+        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return (f"ByteLevelBPE(vocab_size={self.vocab_size}, merges={len(self.merges)}, "

@@ -20,6 +20,12 @@ from typing import Iterable
 _MAX_REPORTED = 10  # how many unknown characters an error message lists
 
 
+def _short(value, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_char(c: str) -> str:
     """'é' (U+00E9): readable even for control characters and spaces."""
     return f"{c!r} (U+{ord(c):04X})"
@@ -96,11 +102,32 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "CharTokenizer":
+        """Rebuild a tokenizer from ``to_dict()`` output; a bad field raises ValueError naming
+        ``source`` and the field. ``chars`` may be a list of characters or one string."""
+        if not isinstance(data, dict):
+            raise ValueError(f"CharTokenizer: {source} must hold a JSON object, got {type(data).__name__}")
         if data.get("type") != cls.type_name:
-            raise ValueError(f"CharTokenizer: {source} has type {data.get('type')!r}, expected {cls.type_name!r}")
+            raise ValueError(f"CharTokenizer: {source}: field 'type' is {_short(data.get('type'))}, "
+                             f"expected {cls.type_name!r}")
+        unknown = sorted(str(k) for k in set(data) - {"type", "version", "chars"})
+        if unknown:
+            raise ValueError(f"CharTokenizer: {source} has unknown fields {unknown} (known: chars, type, version)")
+        version = data.get("version", 1)
+        if type(version) is not int or version != 1:
+            raise ValueError(f"CharTokenizer: {source}: field 'version' is {_short(version)}; this minilm reads version 1")
         if "chars" not in data:
-            raise ValueError(f"CharTokenizer: {source} has no 'chars' key")
-        return cls(data["chars"])
+            raise ValueError(f"CharTokenizer: {source} has no 'chars' field")
+        chars = data["chars"]
+        if isinstance(chars, str):
+            chars = list(chars)
+        if not isinstance(chars, list) or not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError(f"CharTokenizer: {source}: field 'chars' must be a non-empty list of single "
+                             f"characters, got {_short(data['chars'])}")
+        if len(set(chars)) != len(chars):
+            twice = sorted({c for c in chars if chars.count(c) > 1})[:_MAX_REPORTED]
+            raise ValueError(f"CharTokenizer: {source}: field 'chars' repeats {''.join(twice)!r}; "
+                             "every character must appear once")
+        return cls(chars)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON (ASCII-escaped, so any character survives)."""
@@ -109,9 +136,8 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CharTokenizer":
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-        return cls.from_dict(data, source=str(path))
+        from . import read_tokenizer_json
+        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"

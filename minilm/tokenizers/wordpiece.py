@@ -25,6 +25,13 @@ from .bert_inputs import assemble, pad_rows, stack_rows
 from .special_split import split_on_specials
 
 _CACHE_LIMIT = 200_000
+
+
+def _short(value, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 # Hugging Face's WordPiece decoder glues a token to the previous one (no space) when
 # it starts with one of these ("a , b ." -> "a, b.").
 _GLUE_PREFIXES = (".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re")
@@ -235,14 +242,49 @@ class WordPieceTokenizer:
             "max_input_chars_per_word": self.max_input_chars_per_word, "model_max_length": self.model_max_length,
         }
 
+    # field -> (accepted types, what the error says); "vocab" is checked on its own
+    _FIELDS = {
+        "lowercase": ((bool,), "true or false"),
+        "strip_accents": ((bool, type(None)), "true, false or null"),
+        "tokenize_chinese_chars": ((bool,), "true or false"),
+        "unk_token": ((str,), "a string"), "cls_token": ((str,), "a string"), "sep_token": ((str,), "a string"),
+        "pad_token": ((str,), "a string"), "mask_token": ((str,), "a string"),
+        "max_input_chars_per_word": ((int,), "a positive integer"),
+        "model_max_length": ((int,), "a positive integer"),
+    }
+
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "WordPieceTokenizer":
+        """Rebuild a tokenizer from ``to_dict()`` output; a bad field raises ValueError naming
+        ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"WordPieceTokenizer: {source} must hold a JSON object, got {type(data).__name__}")
         if data.get("type") != cls.type_name:
-            raise ValueError(f"WordPieceTokenizer: {source} has type {data.get('type')!r}, expected {cls.type_name!r}")
+            raise ValueError(f"WordPieceTokenizer: {source}: field 'type' is {_short(data.get('type'))}, "
+                             f"expected {cls.type_name!r}")
+        unknown = sorted(str(k) for k in set(data) - set(cls._FIELDS) - {"type", "version", "vocab"})
+        if unknown:
+            raise ValueError(f"WordPieceTokenizer: {source} has unknown fields {unknown}")
+        version = data.get("version", 1)
+        if type(version) is not int or version != 1:
+            raise ValueError(f"WordPieceTokenizer: {source}: field 'version' is {_short(version)}; "
+                             "this minilm reads version 1")
         if "vocab" not in data:
-            raise ValueError(f"WordPieceTokenizer: {source} has no 'vocab' key")
-        options = {k: v for k, v in data.items() if k not in ("type", "version", "vocab")}
-        return cls(data["vocab"], source=source, **options)
+            raise ValueError(f"WordPieceTokenizer: {source} has no 'vocab' field")
+        vocab = data["vocab"]
+        if not isinstance(vocab, list) or not vocab or not all(isinstance(t, str) for t in vocab):
+            raise ValueError(f"WordPieceTokenizer: {source}: field 'vocab' must be a non-empty list of "
+                             f"strings, got {_short(vocab)}")
+        options = {}
+        for name, (types, what) in cls._FIELDS.items():
+            if name not in data:
+                continue
+            value = data[name]
+            ok = type(value) in types and not (types == (int,) and value < 1)
+            if not ok:
+                raise ValueError(f"WordPieceTokenizer: {source}: field {name!r} must be {what}, got {_short(value)}")
+            options[name] = value
+        return cls(vocab, source=source, **options)
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -250,9 +292,8 @@ class WordPieceTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-        return cls.from_dict(data, source=str(path))
+        from . import read_tokenizer_json
+        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
