@@ -8,7 +8,7 @@
     loss.backward()
     print(x.grad)
 """
-from minilm.autograd import GradcheckError, gradcheck, is_grad_enabled, no_grad
+from minilm.autograd import AnomalyError, GradcheckError, detect_anomaly, gradcheck, is_grad_enabled, no_grad
 from minilm.backend import get_backend, set_backend
 from minilm.random import manual_seed
 from minilm.tensor import Tensor
@@ -22,4 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Tensor", "zeros", "ones", "randn", "arange", "cat", "concatenate", "stack",
            "split", "where", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+           "detect_anomaly", "AnomalyError",
            "manual_seed", "set_backend", "get_backend"]

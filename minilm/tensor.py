@@ -10,7 +10,7 @@ more than once (the multivariable chain rule).
 import numpy as np
 
 from minilm.autograd import ops_elementwise as ew
-from minilm.autograd import ops_matmul, ops_reduce, ops_shape
+from minilm.autograd import anomaly, ops_matmul, ops_reduce, ops_shape
 from minilm.backend import array_module
 
 _FLOAT_KINDS = "f"
@@ -147,6 +147,8 @@ class Tensor:
             if ctx is None:
                 continue
             input_grads = ctx.backward(g)
+            if anomaly._state["enabled"]:       # detect_anomaly(): off by default, one check
+                anomaly.check_backward(ctx, g, input_grads)
             if len(input_grads) != len(ctx.inputs):
                 raise RuntimeError(f"{ctx.name}.backward returned {len(input_grads)} gradients "
                                    f"for {len(ctx.inputs)} inputs")

@@ -9,6 +9,7 @@ An op is a small class with two methods written by hand:
 any input requires a gradient, records the op on the output tensor (`_ctx`)
 so that `Tensor.backward` can walk the graph in reverse.
 """
+from minilm.autograd import anomaly
 from minilm.autograd.grad_mode import is_grad_enabled
 from minilm.backend import array_module
 
@@ -40,6 +41,8 @@ class Function:
         extras = ()
         if isinstance(out, tuple):
             out, extras = out[0], tuple(Tensor._make(e) for e in out[1:])
+        if anomaly._state["enabled"]:           # detect_anomaly(): off by default, one check
+            anomaly.check_forward(op, arrays, options, out)
         requires_grad = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         result = Tensor._make(out, requires_grad=requires_grad)
         if requires_grad:
