@@ -16,6 +16,8 @@ Two separate questions live here:
    importable and "numpy" otherwise. A backend that cannot load falls back
    to "numpy" with one warning, never a crash.
 """
+import collections
+import functools
 import os
 import sys
 import warnings
@@ -25,6 +27,7 @@ import numpy as np
 BACKENDS = ("numpy", "numba", "cuda")
 
 _state = {"requested": None, "name": None, "kernels": None, "reported": False}
+_calls = collections.Counter()      # kernel name -> calls since the last reset (see kernel_call_counts)
 
 
 def array_module(*arrays):
@@ -89,7 +92,7 @@ def set_backend(name=None):
     if requested not in BACKENDS:
         raise ValueError(f"MINILM_BACKEND={requested!r} is not one of {BACKENDS}")
     try:
-        kernels = _load_kernels(requested)
+        kernels = {name: _counted(name, fn) for name, fn in _load_kernels(requested).items()}
         chosen = requested
     except Exception as err:  # a broken optional install must never stop training
         warnings.warn(f"minilm: backend {requested!r} is unavailable ({err}); "
@@ -97,6 +100,25 @@ def set_backend(name=None):
         kernels, chosen = {}, "numpy"
     _state.update(requested=requested, name=chosen, kernels=kernels, reported=False)
     return chosen
+
+
+def _counted(name, kernel):
+    """Wrap a kernel so each call is counted: tests (and curious learners) can check that the
+    fast path really ran instead of silently falling back to the reference op."""
+    @functools.wraps(kernel)
+    def counted_kernel(*args, **kwargs):
+        _calls[name] += 1
+        return kernel(*args, **kwargs)
+    return counted_kernel
+
+
+def kernel_call_counts():
+    """{kernel name: number of calls} since the last reset_kernel_call_counts() (names never called are absent)."""
+    return dict(_calls)
+
+
+def reset_kernel_call_counts():
+    _calls.clear()
 
 
 def get_backend():
