@@ -35,18 +35,38 @@ def losses(history):
 
 
 def test_overfit_one_batch_both_objectives():
+    """Both models memorise one batch: the loss goes (near) zero.
+
+    Not bit-exact across machines: a BLAS or NumPy update changes the float32
+    rounding, and a constant lr of 1e-2 made the last GPT loss chaotic (0.0115 at
+    step 149, 0.74 at step 150). So the GPT run decays its lr (warm-up + cosine to
+    1e-3) and the test asserts the MINIMUM over the last 10 steps. Measured over 12
+    seeds (numpy 2.4.6, and on the numba backend): worst min-of-last-10 0.0055
+    (GPT) and 0.0007 (BERT) against the 0.05 bound, a margin of ~9x and ~70x; the
+    single last GPT value still spiked to 0.11 on one seed, which is why it is not
+    the one asserted. The two GPT rows start with different tokens: two rows with
+    the same first token but different targets have an irreducible loss of
+    ln(2)/16 = 0.043 (seeds 1 and 4 of the old test's data hit it).
+    """
     rng = np.random.default_rng(0)
     gpt = GPT(GPTConfig.preset("nano", vocab_size=11, block_size=8, n_layer=2), generator=rng)
     x = rng.integers(0, 11, (2, 8))
+    x[:, 0] = [1, 2]                          # every prefix differs, so every target is learnable
     y = np.roll(x, -1, axis=1)
     opt = minilm.optim.AdamW(gpt.parameters(), lr=1e-2, weight_decay=0.0)
-    for _ in range(150):
+    gpt_losses = []
+    for step in range(1, 151):
+        opt.param_groups[0]["lr"] = minilm.optim.warmup_cosine(step, base_lr=1e-2, warmup_steps=10,
+                                                               max_steps=150, min_lr=1e-3)
         _, loss = gpt(x, targets=y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.05
+        gpt_losses.append(loss.item())
+    assert gpt_losses[0] > 2.0                # started near ln(11) = 2.4: the fall is real
+    assert min(gpt_losses[-10:]) < 0.05, gpt_losses[-10:]
 
+    rng = np.random.default_rng(1)
     bert = BertForMaskedLM(BertConfig.preset("bert-tiny", vocab_size=13, num_hidden_layers=1,
                                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
                            generator=rng)
@@ -54,29 +74,39 @@ def test_overfit_one_batch_both_objectives():
     labels = np.where(rng.random((2, 10)) < 0.5, ids, -100)
     masked = np.where(labels != -100, 4, ids)
     opt = minilm.optim.AdamW(bert.parameters(), lr=3e-3, weight_decay=0.0)
+    bert_losses = []
     for _ in range(150):
         _, loss = bert(masked, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
                        labels=labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.05
+        bert_losses.append(loss.item())
+    assert bert_losses[0] > 1.5
+    assert min(bert_losses[-10:]) < 0.05, bert_losses[-10:]
 
 
 def test_training_learns_and_writes_checkpoint_metrics_and_tokenizer(corpus, tmp_path):
-    cfg = tiny_gpt_config(corpus, tmp_path / "run", steps=40, eval_interval=20)
+    cfg = tiny_gpt_config(corpus, tmp_path / "run", steps=80, eval_interval=40)
     trainer, tokenizer = prepare(cfg, progress_stream=io.StringIO())
     history = trainer.fit()
     vals = [r["val_loss"] for r in history if "val_loss" in r]
-    assert vals[-1] < np.log(tokenizer.vocab_size) - 0.5          # well below a uniform guess
+    # It learned context, not just letter frequencies: the validation loss is below the corpus's
+    # unigram entropy (3.12 nats, the best any context-free guess can do) by more than 0.8 nats.
+    # Measured over seeds 0-7: 1.32 to 1.45 nats below (val loss 1.67-1.79), so the bound
+    # holds with >= 0.5 nats to spare. (The old bound, log(V) - 0.5 after 40 steps, passed by
+    # only 0.31 nats at this seed.) Exact values are not asserted: they move with BLAS rounding.
+    counts = np.unique(list(TEXT), return_counts=True)[1] / len(TEXT)
+    unigram_entropy = float(-(counts * np.log(counts)).sum())
+    assert vals[-1] < unigram_entropy - 0.8, (vals, unigram_entropy)
     run = tmp_path / "run"
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "tokenizer.json").exists()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 41))
+    assert [r["step"] for r in records] == list(range(1, 81))
     model, tok, config = load_pretrained(run)
     for name, value in trainer.model.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[name], value)
-    assert config["pretrain"]["steps"] == 40
+    assert config["pretrain"]["steps"] == 80
 
 
 def interrupt_after(trainer, n_batches):
