@@ -22,6 +22,7 @@ A name is looked up before a path: pass a ``pathlib.Path`` to force a path.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sysconfig
 from pathlib import Path
@@ -83,22 +84,46 @@ def stdlib_text(max_chars: int | None = None) -> str:
     return _cap(_join_documents(documents), max_chars)
 
 
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+def _not_utf8(path: Path, data: bytes, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(
+        f"load_corpus: {path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r}); "
+        "convert it (e.g. iconv -f latin1 -t utf-8) or remove it from the folder"
+    )
+
+
+def _read_utf8(path: Path, max_chars: int | None = None) -> str:
+    """The text of a UTF-8 file, or only its first ``max_chars`` characters.
+
+    With ``max_chars`` at most 4 * max_chars bytes are read (a UTF-8 character is 1 to 4
+    bytes), so 20,000 characters of a 300 MB file cost kilobytes, not the whole file.
+    """
+    if max_chars is None:
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, data, e) from None
+    with open(path, "rb") as f:
+        data = f.read(4 * max_chars)
     try:
-        return data.decode("utf-8")
+        # final=False holds back a character cut in half at the end of what was read
+        return codecs.getincrementaldecoder("utf-8")().decode(data)[:max_chars]
     except UnicodeDecodeError as e:
-        raise ValueError(
-            f"load_corpus: {path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r}); "
-            "convert it (e.g. iconv -f latin1 -t utf-8) or remove it from the folder"
-        ) from None
+        head = data[: e.start].decode("utf-8")
+        if len(head) >= max_chars:          # the bad byte lies past the characters we keep
+            return head[:max_chars]
+        raise _not_utf8(path, data, e) from None
 
 
-def read_text_path(path: str | os.PathLike) -> str:
-    """A UTF-8 text file as is, or every non-hidden file under a folder (sorted by relative path), joined."""
+def read_text_path(path: str | os.PathLike, max_chars: int | None = None) -> str:
+    """A UTF-8 text file as is, or every non-hidden file under a folder (sorted by relative path), joined.
+
+    With ``max_chars`` only what is needed is read: the result's first ``max_chars``
+    characters are those of the whole text, and the files past them are never opened.
+    """
     path = Path(path)
     if path.is_file():
-        return _read_utf8(path)
+        return _read_utf8(path, None if max_chars is None else max_chars + 1)
     if path.is_dir():
         files = sorted(
             (p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)),
@@ -106,7 +131,22 @@ def read_text_path(path: str | os.PathLike) -> str:
         )
         if not files:
             raise ValueError(f"load_corpus: the folder {path} holds no files")
-        return _join_documents(_read_utf8(p) for p in files)
+        if max_chars is None:
+            return _join_documents(_read_utf8(p) for p in files)
+        documents: list[str] = []
+        used = 0
+        for p in files:
+            room = max_chars - used + 1          # one more than fits: tells a whole file from a cut one
+            if room <= 0:                        # the separator already runs past the window
+                return "\n\n".join(d.rstrip("\n") for d in documents) + "\n\n"
+            text = _read_utf8(p, room)
+            if len(text) >= room:                # cut: the window ends inside this file, keep it unstripped
+                return "\n\n".join([d.rstrip("\n") for d in documents] + [text])
+            documents.append(text)
+            used += len(text.rstrip("\n")) + 2
+        return _join_documents(documents)
+    if path.exists():
+        raise ValueError(f"load_corpus: {path} is neither a regular file nor a folder")
     raise FileNotFoundError(f"load_corpus: {path} is neither a file nor a folder")
 
 
@@ -173,10 +213,11 @@ def list_corpora() -> dict[str, str]:
 def load_corpus(name_or_path: str | os.PathLike, *, max_chars: int | None = None) -> str:
     """The text of a built-in corpus, a registered download (fetched once, then cached), a file or a folder.
 
-    ``max_chars`` keeps only the start of the text, cut after the last whole line that fits.
+    ``max_chars`` keeps only the start of the text, cut after the last whole line that fits;
+    files and folders are read only as far as needed.
     """
-    if max_chars is not None and max_chars <= 0:
-        raise ValueError(f"load_corpus: max_chars must be positive, got {max_chars}")
+    if max_chars is not None and (type(max_chars) is not int or max_chars <= 0):
+        raise ValueError(f"load_corpus: max_chars must be a positive int (or None for all), got {max_chars!r}")
     if isinstance(name_or_path, str):
         if name_or_path == "stdlib":
             return stdlib_text(max_chars)  # reads only the files it needs
@@ -190,4 +231,4 @@ def load_corpus(name_or_path: str | os.PathLike, *, max_chars: int | None = None
             f"load_corpus: {str(name_or_path)!r} is neither a known corpus ({', '.join(list_corpora())}) "
             "nor an existing file or folder"
         )
-    return _cap(read_text_path(path), max_chars)
+    return _cap(read_text_path(path, max_chars), max_chars)

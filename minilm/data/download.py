@@ -12,6 +12,8 @@
    partial or wrong file under the real name.
 
 The cache folder is ``cache_dir``, else ``$MINILM_CACHE``, else ``~/.cache/minilm``.
+A download stops as soon as it passes ``max_bytes`` (default 50 MB, ample for a
+training corpus): a wrong URL or a hostile server cannot fill the disk.
 
 ``REGISTRY`` names the corpora ``load_corpus`` can fetch. To add one, download
 the file once, compute ``sha256sum file`` yourself, and add a ``RemoteCorpus``
@@ -72,6 +74,7 @@ REGISTRY: dict[str, RemoteCorpus] = {
 }
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_MAX_BYTES = 50_000_000
 
 
 def default_cache_dir() -> Path:
@@ -105,10 +108,17 @@ def download(
     *,
     timeout: float = 60.0,
     chunk_size: int = 1 << 16,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Path:
-    """Return the path of the cached, verified file at ``url`` (see the module docstring)."""
+    """Return the path of the cached, verified file at ``url`` (see the module docstring).
+
+    More than ``max_bytes`` bytes (announced by Content-Length or received) is an error,
+    raised before the rest is read.
+    """
     if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256.lower()):
         raise ValueError(f"download: sha256 must be 64 hex digits, got {sha256!r}")
+    if type(max_bytes) is not int or max_bytes <= 0:
+        raise ValueError(f"download: max_bytes must be a positive int, got {max_bytes!r}")
     sha256 = sha256.lower()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = cache / _filename_for(url, sha256, filename)
@@ -122,11 +132,17 @@ def download(
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
             length = response.headers.get("Content-Length")
             expected = int(length) if length is not None and length.strip().isdigit() else None
+            if expected is not None and expected > max_bytes:
+                raise DownloadError(f"download: {url} is {expected} bytes, more than the {max_bytes}-byte "
+                                    "limit (max_bytes); nothing was cached")
             h = hashlib.sha256()
             while chunk := response.read(chunk_size):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise DownloadError(f"download: {url} sent more than the {max_bytes}-byte limit "
+                                        "(max_bytes); stopped reading, nothing was cached")
                 f.write(chunk)
                 h.update(chunk)
-                received += len(chunk)
             f.flush()
             os.fsync(f.fileno())
         if expected is not None and received != expected:
@@ -149,7 +165,12 @@ def download(
             f"{e.expected} more were expected (interrupted download); nothing was cached, try again"
         ) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        raise DownloadError(f"download: {url}: {e}; nothing was cached") from e
+        # URLError's str() wraps its reason in "<urlopen error ...>"; HTTPError's names the status
+        reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
+        raise DownloadError(
+            f"download: {url}: {reason}; nothing was cached. Offline? Fetch the file elsewhere and "
+            f"put it at {target} (it is checked against its SHA-256), or pass a local file path instead"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
     return target

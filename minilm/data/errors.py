@@ -14,8 +14,8 @@ class CorpusNotInstalledError(FileNotFoundError):
         self.corpus, self.package, self.missing = corpus, package, str(missing)
         super().__init__(
             f"corpus {corpus!r} needs the Debian package {package!r}, which is not installed "
-            f"({self.missing} not found). Install it with:\n"
-            f"    sudo apt-get update && sudo apt-get install -y {package}"
+            f"({self.missing} not found); install it with: "
+            f"sudo apt-get update && sudo apt-get install -y {package}"
         )
 
     def __str__(self) -> str:  # FileNotFoundError's own __str__ would show only errno fields
