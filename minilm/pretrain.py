@@ -2,23 +2,30 @@
 
 `PretrainConfig` holds every choice of a run; it is saved in the checkpoint,
 so `minilm generate` / `eval` / `fill-mask` can rebuild the same model and
-tokenizer, and `--resume` can check it continues the same run.
+tokenizer, and `--resume` can check it continues the same run. The run folder's
+layout and the checks on what is read back from it are in `minilm.run_folder`.
 """
 import dataclasses
-import json
+import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from minilm import random as minilm_random
 from minilm.data import ARBatcher, MLMBatcher, encode_to_array, iter_eval_batches, load_corpus, split_text
+from minilm.io.checkpoint import load_checkpoint, take_prefix
 from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_token
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
+from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, TOKENIZER_FILE, RunFolderError, check_tokenizer
+from minilm.run_folder import clear_run_folder, existing_entries, fail, find_checkpoint, tokenizer_sha256
 from minilm.train import Trainer
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TOKENIZER_FILE = "tokenizer.json"
+# What --resume may change: how long to train and how often to look. Everything else
+# (model, data, optimizer, seed) defines the run, and changing it would not continue it.
+RESUME_MAY_CHANGE = ("steps", "eval_interval", "ckpt_interval", "log_interval", "eval_batches")
 
 
 @dataclasses.dataclass
@@ -57,6 +64,37 @@ class PretrainConfig:
     def from_dict(cls, d):
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def check(self):
+        """Raise ValueError naming the first field of the wrong type or out of range."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+            if kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok:
+                raise ValueError(f"{f.name} must be a{' finite' if kind is float else 'n' if kind is int else ''} "
+                                 f"{kind.__name__}, got {value!r}")
+            low, high = _RANGES.get(f.name, (None, None))
+            if kind is int and high is None:
+                high = 2 ** 63 - 1
+            if (low is not None and value < low) or (high is not None and value > high) \
+                    or (f.name in _OPEN_ABOVE and value >= _OPEN_ABOVE[f.name]):
+                shown = f"< {_OPEN_ABOVE[f.name]}" if f.name in _OPEN_ABOVE else f"<= {high}"
+                raise ValueError(f"{f.name} must be >= {low} and {shown}, got {value!r}")
+        for name, allowed in (("model", ("gpt", "bert")), ("tokenizer", ("char", "bpe"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        return self
+
+
+_RANGES = {"max_chars": (0, None), "vocab_size": (1, None), "seq_len": (0, None), "batch_size": (1, None),
+           "steps": (1, None), "lr": (0.0, None), "min_lr_ratio": (0.0, 1.0), "warmup_steps": (0, None),
+           "weight_decay": (0.0, None), "grad_clip": (0.0, None), "grad_accum": (1, None), "dropout": (0.0, None),
+           "n_layer": (0, None), "n_head": (0, None), "n_embd": (0, None), "val_fraction": (0.0, None),
+           "eval_interval": (1, None), "eval_batches": (0, None), "ckpt_interval": (1, None),
+           "log_interval": (1, None), "seed": (0, None)}
+_OPEN_ABOVE = {"dropout": 1.0, "val_fraction": 1.0}
 
 
 def objective_for(model_name):
@@ -152,23 +190,36 @@ def build_data(cfg, tokenizer, text, model):
 
 
 # ----- the whole run ------------------------------------------------------------------------
-def prepare(cfg, resume=False, progress_stream=None, on_eval=None):
-    """Build everything for a run; with resume=True reuse the saved tokenizer and config."""
+def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=None, on_eval=None):
+    """Build everything for a run in cfg.out_dir; returns (trainer, tokenizer).
+
+    A new run needs an empty (or new) folder; overwrite=True first deletes the
+    run minilm wrote there. resume=True continues the run in the folder with its
+    saved config and tokenizer. explicit: the names of the fields the user set
+    (the CLI passes the flags typed); those that differ from the saved config are
+    refused, except RESUME_MAY_CHANGE, which are taken and reported on stderr.
+    explicit=None means {"steps"}.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite deletes it: give one of them")
     out = Path(cfg.out_dir)
     if resume:
-        saved = out / "checkpoint" / "config.json"
-        if not saved.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoint'}")
-        saved_cfg = PretrainConfig.from_dict(json.loads(saved.read_text())["pretrain"])
-        cfg = dataclasses.replace(saved_cfg, steps=cfg.steps, out_dir=cfg.out_dir)
+        cfg, saved_config = _resumed_config(cfg, out, {"steps"} if explicit is None else set(explicit),
+                                            progress_stream)
+    else:
+        cfg.check()
+        _claim_run_folder(out, overwrite)
     minilm_random.manual_seed(cfg.seed)
     text = load_text(cfg)
     tok_path = out / TOKENIZER_FILE
     tokenizer = load_tokenizer(tok_path) if resume else build_tokenizer(cfg, text)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(tok_path)          # before any checkpoint: a checkpoint always finds its tokenizer
     model = build_model(cfg, tokenizer.vocab_size)
     batcher, val, objective = build_data(cfg, tokenizer, text, model)
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
-              "model_config": dataclasses.asdict(model.config)}
+              "model_config": dataclasses.asdict(model.config), "tokenizer_sha256": tokenizer_sha256(tok_path)}
     trainer = Trainer(model, objective, batcher, val, out_dir=out, steps=cfg.steps, lr=cfg.lr,
                       warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio,
                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
@@ -177,25 +228,91 @@ def prepare(cfg, resume=False, progress_stream=None, on_eval=None):
                       progress_stream=progress_stream)
     if resume:
         trainer.resume()
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_path)
-        metrics = out / "metrics.jsonl"
-        if metrics.exists():
-            metrics.unlink()
     return trainer, tokenizer
 
 
+def _claim_run_folder(out, overwrite):
+    """A new run starts in an empty folder; with overwrite, minilm's files of the old run are deleted."""
+    found = existing_entries(out)
+    if not found:
+        return
+    if not overwrite:
+        how = "continue it with --resume, or " if find_checkpoint(out) is not None else ""
+        raise RunFolderError(f"{out}: the run folder is not empty ({', '.join(found[:5])}"
+                             f"{', ...' if len(found) > 5 else ''}); {how}start again with --overwrite "
+                             f"(deletes its checkpoint, {TOKENIZER_FILE} and {METRICS_FILE})")
+    clear_run_folder(out)
+
+
+def _resumed_config(cfg, out, explicit, progress_stream):
+    """The saved config, with the explicitly given fields that may change taken from cfg."""
+    folder = find_checkpoint(out)
+    if folder is None:
+        hint = (f" (the run stopped before its first checkpoint: start it again with --overwrite)"
+                if (out / TOKENIZER_FILE).exists() else "")
+        raise RunFolderError(f"{out / CHECKPOINT_DIR}: no checkpoint to resume from{hint}")
+    config = load_checkpoint(folder).config
+    saved, config_file = read_run_config(folder, config)
+    check_tokenizer(config, out / TOKENIZER_FILE, config_file)
+    changes, refused = {}, []
+    for name in sorted(explicit & {f.name for f in dataclasses.fields(PretrainConfig)} - {"out_dir"}):
+        new, old = getattr(cfg, name), getattr(saved, name)
+        if new == old:
+            continue
+        if name in RESUME_MAY_CHANGE:
+            changes[name] = new
+        else:
+            refused.append(f"--{name.replace('_', '-')} {new!r} (checkpoint: {old!r})")
+    if refused:
+        allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
+        raise RunFolderError(f"{config_file}: --resume cannot change {', '.join(refused)}; "
+                             f"only {allowed} may change on resume")
+    resumed = dataclasses.replace(saved, out_dir=cfg.out_dir, **changes)
+    try:
+        resumed.check()
+    except ValueError as err:
+        raise ValueError(f"--resume: {err}") from None
+    if changes:
+        print("resume: " + ", ".join(f"{k} {getattr(saved, k)} -> {v}" for k, v in changes.items()),
+              file=progress_stream or sys.stderr)
+    return resumed, saved
+
+
+def read_run_config(folder, config):
+    """(PretrainConfig, config file) from a checkpoint folder's config, every field checked.
+
+    A bad field raises RunFolderError naming config.json and the field.
+    """
+    config_file = Path(folder) / "config.json"
+    pretrain = config.get("pretrain")
+    if not isinstance(pretrain, dict):
+        fail(config_file, "pretrain", "is missing or not a JSON object: this is not a minilm pretraining run")
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    if set(pretrain) != fields:
+        fail(config_file, "pretrain", f"has missing fields {sorted(fields - set(pretrain))} "
+             f"and unknown fields {sorted(set(pretrain) - fields)}")
+    try:
+        cfg = PretrainConfig(**pretrain).check()
+    except ValueError as err:
+        raise RunFolderError(f"{config_file}: pretrain.{err}") from None
+    for key in ("model_type", "model_config"):
+        if key not in config:
+            fail(config_file, key, "is missing")
+    return cfg, config_file
+
+
 def load_pretrained(folder):
-    """(model, tokenizer, config dict) from a run folder written by the Trainer."""
-    from minilm.io.checkpoint import load_checkpoint, take_prefix
+    """(model, tokenizer, config dict) from a run folder written by the Trainer (or its checkpoint/ folder)."""
     folder = Path(folder)
-    ckpt_dir = folder / "checkpoint" if (folder / "checkpoint").is_dir() else folder
-    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoint" else folder
+    ckpt_dir = find_checkpoint(folder)
+    run_dir = folder
+    if ckpt_dir is None and (folder / "model.safetensors").is_file():
+        ckpt_dir, run_dir = folder, folder.parent     # given the checkpoint folder itself
+    if ckpt_dir is None:
+        raise RunFolderError(f"{folder}: no checkpoint (expected {folder / CHECKPOINT_DIR / 'model.safetensors'})")
     ckpt = load_checkpoint(ckpt_dir)
-    if "pretrain" not in ckpt.config:
-        raise ValueError(f"{ckpt_dir}: config.json does not describe a minilm pretraining run")
-    cfg = PretrainConfig.from_dict(ckpt.config["pretrain"])
+    cfg, config_file = read_run_config(ckpt_dir, ckpt.config)
+    check_tokenizer(ckpt.config, run_dir / TOKENIZER_FILE, config_file)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     model = build_model(cfg, tokenizer.vocab_size)
     model.load_state_dict(take_prefix("model.", ckpt.tensors))

@@ -8,23 +8,33 @@ Every eval_interval steps: validation loss / perplexity (and MLM accuracy).
 Every ckpt_interval steps, at the end and on Ctrl-C: a checkpoint with the
 weights, the optimizer state, the step and every random state, so `resume()`
 continues with exactly the loss curve an uninterrupted run would have drawn.
+
+Ctrl-C is honoured only between steps: a checkpoint taken halfway through a
+step (its batch drawn, its dropout masks used, half its weights updated) would
+not be a state the uninterrupted run ever passed through. So while `fit()`
+runs, the first Ctrl-C only asks to stop; the loop finishes the step (and its
+evaluation and metrics line), saves and raises KeyboardInterrupt. A second
+Ctrl-C stops at once: the step in flight is undone if its weights were not yet
+touched, and otherwise abandoned, keeping the last complete checkpoint.
 """
 import json
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from minilm import random as minilm_random
-from minilm.io.atomic import atomic_write_text
-from minilm.io.checkpoint import add_prefix, load_checkpoint, save_checkpoint, take_prefix
+from minilm.io.atomic import atomic_folder, atomic_write_text
+from minilm.io.checkpoint import WEIGHTS_NAME, add_prefix, load_checkpoint, save_checkpoint, take_prefix
 from minilm.optim import AdamW, clip_grad_norm_, flatten_optimizer_state, param_groups_for_weight_decay
 from minilm.optim import unflatten_optimizer_state, warmup_cosine
 from minilm.progress import ProgressBar
-
-CHECKPOINT_DIR = "checkpoint"
-METRICS_FILE = "metrics.jsonl"
+from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, RunFolderError, check_training_state
+from minilm.run_folder import find_checkpoint, read_metrics
 
 
 def module_generators(model):
@@ -67,6 +77,9 @@ class Trainer:
         self.optimizer = AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.step = 0
         self.history = []          # every metrics record of this run, also written to metrics.jsonl
+        self._stop_requested = False   # set by the first Ctrl-C; honoured at the next step boundary
+        self._at_boundary = True       # the state is a whole number of steps, all logged: safe to save
+        self._saved_step = None        # the step of the last checkpoint this trainer wrote or loaded
 
     # ----- one step -----------------------------------------------------------------------
     def learning_rate(self, step):
@@ -76,19 +89,25 @@ class Trainer:
                              max_steps=self.steps, min_lr=self.lr * self.min_lr_ratio)
 
     def train_step(self):
-        """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens seen)."""
-        self.model.train()
-        total_loss, tokens = 0.0, 0
-        for _ in range(self.grad_accum):
-            loss, n = self.objective.loss(self.model, self.train_batcher.next_batch())
-            (loss * (1.0 / self.grad_accum)).backward()
-            total_loss += float(loss.item()) / self.grad_accum
-            tokens += n
-        if not math.isfinite(total_loss):
+        """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens seen).
+
+        A KeyboardInterrupt before the weights change undoes the step (the random
+        states go back to where it began) and is raised again.
+        """
+        start = self.random_states()        # to undo the step (Ctrl-C) or to replay it (NaN)
+        try:
+            batches = [self.train_batcher.next_batch() for _ in range(self.grad_accum)]
+            total_loss, tokens = self._accumulate_gradients(batches)
+        except KeyboardInterrupt:
             self.optimizer.zero_grad()
+            self.load_random_states(start)
+            self._at_boundary = True
+            raise
+        if not math.isfinite(total_loss):
+            where = self._locate_non_finite(batches, start)
             raise TrainingDiverged(
                 f"the training loss became {total_loss} at step {self.step + 1}; stopped before "
-                f"updating the weights. The last good checkpoint is in {self.out_dir / CHECKPOINT_DIR} "
+                f"updating the weights. {where} The last good checkpoint is in {self.out_dir / CHECKPOINT_DIR} "
                 f"(if one was saved). Try a lower learning rate or gradient clipping.")
         if self.grad_clip:
             clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -100,14 +119,43 @@ class Trainer:
         self.step += 1
         return total_loss, tokens
 
+    def _accumulate_gradients(self, batches):
+        self.model.train()
+        total_loss, tokens = 0.0, 0
+        for batch in batches:
+            loss, n = self.objective.loss(self.model, batch)
+            (loss * (1.0 / len(batches))).backward()
+            total_loss += float(loss.item()) / len(batches)
+            tokens += n
+        return total_loss, tokens
+
+    def _locate_non_finite(self, batches, start):
+        """Replay the step's micro-batches under detect_anomaly (no weight update); say where the NaN was born."""
+        from minilm.autograd.anomaly import AnomalyError, detect_anomaly
+        self.optimizer.zero_grad()
+        after = self.random_states()
+        self.load_random_states(start)              # the same dropout masks as the failing pass
+        try:
+            with detect_anomaly(step=self.step + 1):
+                self._accumulate_gradients(batches)
+        except AnomalyError as err:
+            return f"Replayed under detect_anomaly: {err}."
+        finally:
+            self.optimizer.zero_grad()
+            self.load_random_states(after)
+        return ("Replayed under detect_anomaly, no op turned finite values into NaN or inf, so the "
+                "non-finite value came from outside the ops (the data, a constant or the weights).")
+
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
-        """Train until `steps`; returns the list of metrics records."""
+        """Train until `steps`; returns the list of metrics records. Ctrl-C: see the module docstring."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         bar = ProgressBar(self.steps, start=self.step, every=self.log_interval, stream=self.progress_stream)
         window_tokens, window_start = 0, time.perf_counter()
+        previous_handler = self._install_interrupt_handler()
         try:
             while self.step < self.steps:
+                self._at_boundary = False
                 loss, tokens = self.train_step()
                 window_tokens += tokens
                 elapsed = time.perf_counter() - window_start
@@ -121,19 +169,52 @@ class Trainer:
                     if self.on_eval is not None:
                         self.on_eval(self, bar)
                 self._log(record)
+                self._at_boundary = True
                 bar.update(self.step, loss=loss, **{"tok/s": f"{tok_per_s:,.0f}"})
                 if self.step % self.log_interval == 0:
                     window_tokens, window_start = 0, time.perf_counter()
                 if self.step % self.ckpt_interval == 0 or self.step == self.steps:
+                    self._at_boundary = False            # a Ctrl-C inside the save keeps the last checkpoint
                     self.save_checkpoint()
+                    self._at_boundary = True
+                if self._stop_requested:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
-            path = self.save_checkpoint()
-            bar.write(f"interrupted at step {self.step}: checkpoint saved to {path.parent} "
-                      f"(continue with --resume)")
+            if self._at_boundary:
+                if self._saved_step != self.step:
+                    self._at_boundary = False
+                    self.save_checkpoint()
+                bar.write(f"interrupted after step {self.step}: checkpoint saved to "
+                          f"{self.out_dir / CHECKPOINT_DIR} (continue with --resume)")
+            else:
+                bar.write(f"stopped at once: the last complete checkpoint in {self.out_dir / CHECKPOINT_DIR} "
+                          f"is kept (continue with --resume)")
             raise
+        finally:
+            self._stop_requested = False
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         return self.history
+
+    def _install_interrupt_handler(self):
+        """Make the first Ctrl-C a request to stop at the next step boundary; returns the old handler.
+
+        Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps
+        its default (a KeyboardInterrupt in the main thread), and None is returned.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            # os.write, not print: the handler may run while the progress bar is mid-write
+            os.write(2, b"\nCtrl-C: finishing this step, then saving (Ctrl-C again to stop at once)\n")
+
+        return signal.signal(signal.SIGINT, request_stop)
 
     def evaluate(self):
         self.model.eval()
@@ -148,36 +229,64 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # ----- checkpoints --------------------------------------------------------------------
-    def save_checkpoint(self):
-        """Weights + optimizer state + step + random states, written atomically."""
+    def random_states(self):
+        """Every random state training draws from: the batcher's, the global generator, dropout's."""
+        return {"batcher": self.train_batcher.state_dict(),
+                "default_rng": minilm_random.default_generator().bit_generator.state,
+                "module_rngs": {k: g.bit_generator.state for k, g in module_generators(self.model).items()}}
+
+    def load_random_states(self, states):
+        self.train_batcher.load_state_dict(states["batcher"])
+        minilm_random.default_generator().bit_generator.state = states["default_rng"]
+        for name, gen in module_generators(self.model).items():
+            gen.bit_generator.state = states["module_rngs"][name]
+
+    def training_state(self):
+        """(tensors, extra_state) of a checkpoint: weights and Adam moments; step, optimizer meta, random states."""
         optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
         tensors = {**add_prefix("model.", self.model.state_dict()), **optim_tensors}
-        extra = {"step": self.step, "optimizer": optim_meta,
-                 "batcher": self.train_batcher.state_dict(),
-                 "default_rng": minilm_random.default_generator().bit_generator.state,
-                 "module_rngs": {k: g.bit_generator.state for k, g in module_generators(self.model).items()}}
-        return save_checkpoint(self.out_dir / CHECKPOINT_DIR, tensors, self.config, extra)
+        return tensors, {"step": self.step, "optimizer": optim_meta, **self.random_states()}
+
+    def save_checkpoint(self):
+        """Write out_dir/checkpoint/ as a whole (the previous one stays until this one is complete).
+
+        Returns the path of the weights file.
+        """
+        tensors, extra = self.training_state()
+        folder = self.out_dir / CHECKPOINT_DIR
+        with atomic_folder(folder) as tmp:
+            save_checkpoint(tmp, tensors, self.config, extra)
+        self._saved_step = self.step
+        return folder / WEIGHTS_NAME
+
+    def load_training_state(self, ckpt):
+        """Continue from a loaded Checkpoint; every field is checked first (RunFolderError names it)."""
+        file = ckpt.path
+        optim_tensors = {k: v for k, v in ckpt.tensors.items() if k.startswith("optim.")}
+        extra = ckpt.extra_state
+        step = check_training_state(file, extra, optimizer=self.optimizer,
+                                    batcher_state=self.train_batcher.state_dict(),
+                                    generators=module_generators(self.model),
+                                    optim_tensor_names=list(optim_tensors))
+        if step > self.steps:
+            raise RunFolderError(f"{file}: the checkpoint is at step {step}, past steps={self.steps}; "
+                                 f"give at least --steps {step}")
+        self.model.load_state_dict(take_prefix("model.", ckpt.tensors))
+        try:
+            self.optimizer.load_state_dict(unflatten_optimizer_state(optim_tensors, extra["optimizer"]))
+        except ValueError as err:
+            raise RunFolderError(f"{file}: {err}") from None
+        self.load_random_states(extra)
+        self.step = self._saved_step = step
 
     def resume(self):
         """Load the checkpoint in out_dir and continue from its step (metrics after it are dropped)."""
-        ckpt = load_checkpoint(self.out_dir / CHECKPOINT_DIR)
-        self.model.load_state_dict(take_prefix("model.", ckpt.tensors))
-        optim_tensors = {k: v for k, v in ckpt.tensors.items() if k.startswith("optim.")}
-        state = unflatten_optimizer_state(optim_tensors, ckpt.extra_state["optimizer"])
-        self.optimizer.load_state_dict(state)
-        self.train_batcher.load_state_dict(ckpt.extra_state["batcher"])
-        minilm_random.default_generator().bit_generator.state = ckpt.extra_state["default_rng"]
-        saved_rngs = ckpt.extra_state.get("module_rngs", {})
-        for name, gen in module_generators(self.model).items():
-            if name not in saved_rngs:
-                raise KeyError(f"resume: the checkpoint has no random state for module {name!r}")
-            gen.bit_generator.state = saved_rngs[name]
-        self.step = int(ckpt.extra_state["step"])
+        folder = find_checkpoint(self.out_dir)
+        if folder is None:
+            raise RunFolderError(f"{self.out_dir / CHECKPOINT_DIR}: no checkpoint to resume from")
+        self.load_training_state(load_checkpoint(folder))
         metrics = self.out_dir / METRICS_FILE
+        self.history = read_metrics(metrics, self.step)
         if metrics.exists():
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
-            atomic_write_text(metrics, "".join(line + "\n" for line in kept))
-            self.history = [json.loads(line) for line in kept]
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history))
         return self.step
-

@@ -20,6 +20,10 @@ Every file is written atomically (``minilm.io.atomic``). The weights file is
 written first and ``config.json`` second; the copy of the config inside the
 weights file lets ``load_checkpoint`` notice a folder where only one of the two
 was replaced (a crash in between, or a hand edit) instead of silently mixing them.
+
+To replace a whole checkpoint folder at once (what the Trainer does), write it
+inside ``minilm.io.atomic.atomic_folder``; ``load_checkpoint`` then also finds
+the newest complete copy while a swap is half done (``completed_folder``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from minilm.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+from minilm.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer, completed_folder
 from minilm.io.safetensors import load_file, load_metadata, save_file
 
 __all__ = [
@@ -133,6 +137,9 @@ def load_checkpoint(folder_or_path: str | os.PathLike, *, weights_name: str = WE
     not written by minilm.
     """
     folder, weights_path = _split_target(folder_or_path, weights_name)
+    if not weights_path.is_file() and Path(folder_or_path).suffix != ".safetensors":
+        folder = completed_folder(folder)        # a folder replaced by atomic_folder, caught mid-swap
+        weights_path = folder / weights_name
     if not weights_path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no weights file {str(weights_path)!r}")
     metadata = load_metadata(weights_path)
