@@ -162,7 +162,7 @@ def test_multi_head_attention_separate_projections_and_gradcheck(rng):
     m = nn.MultiHeadAttention(6, 3, fused_qkv=False, causal=True).double()
     assert {n.split(".")[0] for n, _ in m.named_parameters()} == {"q_proj", "k_proj", "v_proj", "out_proj"}
     x = Tensor(rng.standard_normal((2, 4, 6)), requires_grad=True)
-    assert gradcheck(lambda inp, *ps: m(inp), [x] + m.parameters(), max_elements=20)
+    assert gradcheck(lambda inp, *ps: m(inp), [x] + m.parameters())      # every element
 
 
 def test_d_model_not_divisible_by_heads_is_named():
@@ -186,7 +186,7 @@ def test_transformer_block_matches_its_formula_and_gradchecks(rng, norm_first):
         ref = ln(h + ff(h), blk.norm2)
     np.testing.assert_allclose(blk(Tensor(x)).numpy(), ref, rtol=1e-8, atol=1e-10)
     xt = Tensor(x, requires_grad=True)
-    assert gradcheck(lambda inp, *ps: blk(inp), [xt] + blk.parameters(), max_elements=15)
+    assert gradcheck(lambda inp, *ps: blk(inp), [xt] + blk.parameters())  # every element
 
 
 def test_causal_block_never_looks_ahead(rng):
@@ -245,4 +245,4 @@ def test_kv_cache_keeps_gradients_of_the_current_call(rng):
         cache.append(past_k, past_v, 3)
         return m(inp, kv_cache=cache, max_len=3)
 
-    assert gradcheck(second_step, [x2] + m.parameters(), max_elements=8)
+    assert gradcheck(second_step, [x2] + m.parameters())                # every element

@@ -199,3 +199,95 @@ def test_gradcheck_on_a_random_subset_and_float32_refused(rng):
     assert gradcheck(lambda v: v.tanh(), [x], max_elements=30)
     with pytest.raises(TypeError, match="float64"):
         gradcheck(lambda v: v * 2, [Tensor(np.ones(3, dtype=np.float32), requires_grad=True)])
+
+
+# ----- the holes: ties, more axes, more inputs, optional pieces --------------------------------------
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_min_ties_split_the_gradient_evenly(name):
+    """The tie rule (documented on ops_reduce.Max, as torch.amax): every element equal to the
+    extreme gets an equal share, so the shares sum to the upstream gradient.
+    Finite differences cannot check a tie (the function has a kink there), so exact values."""
+    sign = 1.0 if name == "max" else -1.0
+    data = sign * np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
+    x = Tensor(data, requires_grad=True)
+    out = getattr(x, name)(axis=1)
+    np.testing.assert_array_equal(out.numpy(), sign * np.array([3.0, 2.0]))
+    out.backward(np.array([1.0, 6.0]))
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.5, 0.5], [2.0, 2.0, 2.0]])
+    y = Tensor(data, requires_grad=True)                # over all axes: two elements tie
+    getattr(y, name)().backward()
+    np.testing.assert_array_equal(y.grad, [[0.0, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    z = Tensor(sign * np.array([[4.0, 4.0], [4.0, 1.0]]), requires_grad=True)
+    getattr(z, name)(axis=(0, 1), keepdims=True).backward(np.array([[3.0]]))
+    np.testing.assert_array_equal(z.grad, [[1.0, 1.0], [1.0, 0.0]])
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1),
+                                        ((2, 2, 3, 4), 2), ((2, 2, 3, 4), -1)])
+def test_softmax_and_log_softmax_beyond_2d(rng, shape, axis):
+    x = t64(rng, *shape)
+    assert gradcheck(lambda v: F.softmax(v, axis=axis), [x])
+    assert gradcheck(lambda v: F.log_softmax(v, axis=axis), [x])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_cat_of_3d_tensors_on_every_axis_with_three_inputs(rng, axis):
+    shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]]
+    for i, s in enumerate(shapes):
+        s[axis] = i + 1                                  # sizes 1, 2, 3 along the joined axis
+    a, b, c = (t64(rng, *s) for s in shapes)
+    out = minilm.cat([a, b, c], axis=axis)
+    np.testing.assert_array_equal(out.numpy(), np.concatenate([a.data, b.data, c.data], axis=axis))
+    assert gradcheck(lambda x, y, z: minilm.cat([x, y, z], axis=axis), [a, b, c])
+
+
+def test_layer_norm_with_weight_but_no_bias(rng):
+    """GPT's bias=False path: a weight and no bias."""
+    x, w = t64(rng, 2, 3, 6), t64(rng, 6)
+    assert gradcheck(lambda v, ww: F.layer_norm(v, 6, ww, None), [x, w])
+
+
+def test_attention_with_a_general_query_key_mask_and_an_explicit_scale(rng):
+    q, k, v = t64(rng, 2, 2, 3, 4), t64(rng, 2, 2, 5, 4), t64(rng, 2, 2, 5, 3)
+    mask = rng.random((3, 5)) < 0.6
+    mask[:, 0] = True                                    # every query sees at least one key
+    mask[1] = [False, True, False, True, True]
+    assert gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=mask, scale=0.3),
+                     [q, k, v])
+    per_head = rng.random((2, 1, 3, 5)) < 0.6            # (B, 1, Tq, Tk), with a fully masked row
+    per_head[..., 0] = True
+    per_head[1, 0, 2] = False
+    assert gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=per_head, scale=1.7),
+                     [q, k, v])
+
+
+def test_cross_entropy_label_smoothing_on_3d_logits(rng):
+    logits3 = t64(rng, 2, 3, 5)
+    targets3 = np.array([[1, 2, -100], [4, 0, 0]])
+    assert gradcheck(lambda z: F.cross_entropy(z, targets3, label_smoothing=0.2), [logits3])
+
+
+def test_default_tolerances_catch_a_slightly_wrong_gelu_constant(rng):
+    """The tanh-GELU backward with 0.0447 instead of 0.044715 must fail gradcheck's defaults
+    (it passed the old atol=1e-5, rtol=1e-3), and the right constant must pass them."""
+    from minilm.autograd.ops_elementwise import _SQRT_2_OVER_PI, gelu_reference
+
+    def gelu_with(constant):
+        class TanhGelu(minilm.autograd.Function):
+            def forward(self, x):
+                y, _ = gelu_reference(x, "tanh")
+                self.x = x
+                return y
+
+            def backward(self, g):
+                x = self.x
+                th = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
+                dy = 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * _SQRT_2_OVER_PI * (1 + 3 * constant * x * x)
+                return (g * dy,)
+        return TanhGelu.apply
+
+    x = t64(rng, 4, 5)
+    assert gradcheck(gelu_with(0.044715), [x])
+    assert gradcheck(gelu_with(0.0447), [x], atol=1e-5, rtol=1e-3)      # the old defaults let it through
+    with pytest.raises(minilm.GradcheckError):
+        gradcheck(gelu_with(0.0447), [x])
