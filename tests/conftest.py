@@ -3,13 +3,24 @@
 The kernel backend for a test run comes from MINILM_BACKEND (default: the
 NumPy reference), so the same suite can be run once per backend:
     MINILM_BACKEND=numba python -m pytest tests/
+
+Every test starts from the same global state whatever ran before it: the
+backend chosen for the run, and minilm's default generator reseeded (modules
+built without a generator draw their weights from it). The `rng` fixture is
+seeded from a stable hash of the test id (not Python's `hash()`, which changes
+per process), and a failing test's report shows the seed.
 """
 import os
+import zlib
 
 import numpy as np
 import pytest
 
 import minilm
+from minilm import backend as _backend
+from minilm import random as _random
+
+GLOBAL_SEED = 0
 
 
 def pytest_configure(config):
@@ -20,8 +31,41 @@ def pytest_report_header(config):
     return f"minilm kernel backend: {minilm.get_backend()}"
 
 
+def stable_seed(text):
+    """The same 32-bit seed for the same text on every run and machine."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Reseed minilm's default generator before each test; put the backend back after it.
+
+    A test that switches the backend (the CLI's --backend, set_backend) would
+    otherwise leave every later test running on it, and weights drawn from the
+    default generator would depend on which tests ran first.
+    """
+    before = {key: _backend._state[key] for key in ("requested", "name", "kernels")}
+    _random.manual_seed(GLOBAL_SEED)
+    yield
+    _backend._state.update(before)
+    _random.manual_seed(GLOBAL_SEED)
+
+
 @pytest.fixture
 def rng(request):
-    """A fresh generator per test, seeded from the test's name (reproducible, not shared)."""
-    seed = abs(hash(request.node.nodeid)) % (2 ** 32)
+    """A fresh generator per test, seeded from the test's id (reproducible, not shared)."""
+    seed = stable_seed(request.node.nodeid)
+    request.node.user_properties.append(("rng seed", seed))
     return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Add the rng seed (and the backend) to a failing test's report, so it can be replayed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        seeds = [value for key, value in item.user_properties if key == "rng seed"]
+        if seeds:
+            report.sections.append(("minilm rng", f"rng fixture seed: {seeds[0]} "
+                                    f"(np.random.default_rng({seeds[0]})); backend: {minilm.get_backend()}"))
