@@ -8,7 +8,8 @@
     loss.backward()
     print(x.grad)
 """
-from minilm.autograd import AnomalyError, GradcheckError, detect_anomaly, gradcheck, is_grad_enabled, no_grad
+from minilm.autograd import (AnomalyError, GradcheckError, detect_anomaly, enable_grad, gradcheck,
+                             is_grad_enabled, no_grad)
 from minilm.backend import get_backend, set_backend
 from minilm.random import manual_seed
 from minilm.tensor import Tensor
@@ -21,6 +22,6 @@ from minilm import nn, optim  # noqa: E402  (torch-style access: minilm.nn, mini
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "zeros", "ones", "randn", "arange", "cat", "concatenate", "stack",
-           "split", "where", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+           "split", "where", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
            "detect_anomaly", "AnomalyError",
            "manual_seed", "set_backend", "get_backend"]
