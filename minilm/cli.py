@@ -5,19 +5,88 @@
     minilm eval runs/gpt-baby --corpus pydoc
     minilm fill-mask runs/bert-mini "The [MASK] statement returns a value."
     minilm info runs/gpt-baby
+    minilm info --presets
+
+A mistake in what the user typed or gave (an option out of range, a missing or
+damaged file, a full disk, a corpus that cannot be downloaded) ends with one line
+`minilm <command>: error: ...` on stderr and exit code 2; Ctrl-C with exit code
+130. Only a bug in minilm itself shows a traceback.
 """
 import argparse
 import dataclasses
+import errno
+import json
+import math
 import sys
 
 import numpy as np
 
+from minilm.models.bert_config import PRESETS as BERT_PRESETS
+from minilm.models.gpt_config import PRESETS as GPT_PRESETS
+
+MAX_NEW_TOKENS = 100_000     # a cap on --max-new-tokens: beyond it a typo, not a wish (and hours of CPU)
+DEFAULT_PRESET = {"gpt": "baby", "bert": "bert-mini"}     # what --preset auto means for each family
+
+
+# ----- option values, checked when the command line is read --------------------------------------
+def _number(kind, low=None, high=None, *, low_open=False, high_open=False):
+    """An argparse `type=` accepting an int or a finite float in a range; anything else is argparse's
+    one-line usage error (exit code 2), e.g. "argument --eval-interval: must be an integer >= 1, got '0'"."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high}")
+    what = ("an integer" if kind is int else "a finite number") + (" " + " and ".join(parts) if parts else "")
+
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    check.__name__ = what          # argparse names the type in some messages
+    return check
+
+
+_COUNT = _number(int, 1)           # >= 1
+_COUNT0 = _number(int, 0)          # >= 0
+_SEED = _number(int, 0, 2 ** 63 - 1)
+_POSITIVE = _number(float, 0, low_open=True)
+_NONNEG = _number(float, 0)
+# PretrainConfig field -> the check of its option (fields not listed are strings or choices)
+TRAIN_TYPES = {
+    "max_chars": _COUNT0, "vocab_size": _number(int, 257), "seq_len": _COUNT0, "batch_size": _COUNT,
+    "steps": _COUNT, "lr": _POSITIVE, "min_lr_ratio": _number(float, 0, 1), "warmup_steps": _COUNT0,
+    "weight_decay": _NONNEG, "grad_clip": _NONNEG, "grad_accum": _COUNT,
+    "dropout": _number(float, 0, 1, high_open=True), "n_layer": _COUNT0, "n_head": _COUNT0, "n_embd": _COUNT0,
+    "val_fraction": _number(float, 0, 1, low_open=True, high_open=True), "eval_interval": _COUNT,
+    "eval_batches": _COUNT0, "ckpt_interval": _COUNT, "log_interval": _COUNT, "seed": _SEED,
+}
+
+
+class _Typed(argparse.Action):
+    """Store the value and remember that the user typed this option: `--resume` keeps the saved
+    run's settings except the ones typed (minilm.pretrain.prepare's `explicit`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.typed = getattr(namespace, "typed", frozenset()) | {self.dest}
+
 HELP = {
     "model": "model family: 'gpt' trains with the autoregressive (next-token) objective, "
              "'bert' with the masked-LM objective",
-    "preset": "size preset (gpt: nano, baby, mini, small; bert: bert-nano, bert-mini, ...; see `minilm info --presets`)",
+    "preset": f"size preset: 'auto' (= {DEFAULT_PRESET['gpt']} for gpt, {DEFAULT_PRESET['bert']} for bert), "
+              f"gpt: {', '.join(GPT_PRESETS)}; bert: {', '.join(BERT_PRESETS)} (sizes: `minilm info --presets`)",
     "corpus": "built-in corpus (pydoc, stdlib, wordnet, fortunes) or a path to a text file or folder",
-    "max_chars": "use only the first N characters of the corpus (0 = all)",
+    "max_chars": "use only the first N characters of the corpus (0 = all); only that much is read",
     "tokenizer": "'char' (one id per character) or 'bpe' (byte-level BPE trained on the corpus; BERT needs it)",
     "vocab_size": "BPE vocabulary size",
     "seq_len": "context length in tokens (0 = the preset's)",
@@ -39,7 +108,8 @@ HELP = {
     "ckpt_interval": "write a checkpoint every N steps (also at the end and on Ctrl-C)",
     "log_interval": "print a progress line every N steps when not in a terminal",
     "seed": "random seed (data order, initialisation, dropout)",
-    "out_dir": "run folder: checkpoint/, tokenizer.json, metrics.jsonl, loss.png",
+    "out_dir": "run folder: checkpoint/, tokenizer.json, metrics.jsonl, loss.png (an existing run "
+               "is continued with --resume or replaced with --overwrite)",
 }
 
 
@@ -48,28 +118,39 @@ def _add_train_parser(sub):
     p = sub.add_parser("train", help="pretrain a GPT (next-token) or BERT (masked LM) on a corpus",
                        description="Pretrain a model. Every option has a default; the run folder "
                                    "gets a checkpoint, the tokenizer, metrics.jsonl and loss.png.")
+    p.set_defaults(typed=frozenset())
     for f in dataclasses.fields(PretrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--out"] if f.name == "out_dir" else [flag]
-        kwargs = {"default": f.default, "help": HELP[f.name] + f" (default: {f.default})"}
-        if f.name in ("model",):
+        default = "auto" if f.name == "preset" else f.default
+        kwargs = {"default": default, "help": HELP[f.name] + f" (default: {default})", "action": _Typed,
+                  "type": TRAIN_TYPES.get(f.name, type(f.default))}
+        if f.name == "model":
             kwargs["choices"] = ["gpt", "bert"]
         if f.name == "tokenizer":
             kwargs["choices"] = ["char", "bpe"]
-        p.add_argument(*names, type=type(f.default), dest=f.name, **kwargs)
+        if f.name == "preset":
+            kwargs["choices"] = ["auto", *GPT_PRESETS, *BERT_PRESETS]
+            kwargs["metavar"] = "NAME"
+        p.add_argument(*names, dest=f.name, **kwargs)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same loss curve as without the break)")
-    p.add_argument("--samples", type=int, default=1, help="print this many generated samples at each evaluation (GPT)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoint, tokenizer and metrics)")
+    p.add_argument("--samples", type=_COUNT0, default=1,
+                   help="print this many generated samples at each evaluation (GPT)")
     p.add_argument("--backend", choices=["numpy", "numba", "cuda"], help="kernel backend (default: numba if installed)")
     return p
 
 
 def _add_sampling_options(p):
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (default: 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this probability mass")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--max-new-tokens", type=_number(int, 0, MAX_NEW_TOKENS), default=200,
+                   help=f"tokens to generate, at most {MAX_NEW_TOKENS:,} (default: 200)")
+    p.add_argument("--temperature", type=_NONNEG, default=1.0, help="softmax temperature; 0 = greedy (default: 1.0)")
+    p.add_argument("--top-k", type=_COUNT, default=None, help="sample only among the k most likely tokens")
+    p.add_argument("--top-p", type=_number(float, 0, 1, low_open=True), default=None,
+                   help="nucleus sampling: smallest set with this probability mass, in (0, 1]")
+    p.add_argument("--seed", type=_SEED, default=0, help="sampling seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix every step (no KV cache)")
 
 
@@ -80,26 +161,55 @@ def build_parser():
     g = sub.add_parser("generate", help="sample text from a GPT checkpoint")
     g.add_argument("run", help="run folder written by `minilm train` (or its checkpoint/ folder)")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    g.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
+    g.add_argument("--num-samples", type=_COUNT, default=1, help="independent samples (default: 1)")
     _add_sampling_options(g)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint on a corpus")
     e.add_argument("run", help="run folder written by `minilm train`")
     e.add_argument("--corpus", default=None, help="corpus to evaluate on (default: the run's validation split)")
-    e.add_argument("--batches", type=int, default=50, help="evaluation batches (default: 50)")
+    e.add_argument("--batches", type=_COUNT, default=50, help="evaluation batches (default: 50)")
     f = sub.add_parser("fill-mask", help="predict [MASK] tokens with a BERT checkpoint")
     f.add_argument("run", help="run folder of a BERT trained with `minilm train --model bert`")
     f.add_argument("text", help="text containing [MASK]")
-    f.add_argument("--top", type=int, default=5, help="predictions to show per mask (default: 5)")
-    i = sub.add_parser("info", help="a checkpoint's config and parameter count")
-    i.add_argument("run", help="run folder or checkpoint folder")
+    f.add_argument("--top", type=_COUNT, default=5, help="predictions to show per mask (default: 5)")
+    i = sub.add_parser("info", help="a checkpoint's config and parameter count, or the size presets")
+    i.add_argument("run", nargs="?", help="run folder or checkpoint folder")
+    i.add_argument("--presets", action="store_true", help="list the size presets of both model families")
     return parser
+
+
+def resolve_preset(model, preset):
+    """The preset name for a model family: 'auto' -> the family's default; a size of the other family
+    is an error that lists the right ones."""
+    if preset == "auto":
+        return DEFAULT_PRESET[model]
+    family = GPT_PRESETS if model == "gpt" else BERT_PRESETS
+    if preset not in family:
+        raise ValueError(f"--preset {preset} is not a {model.upper()} size; --model {model} takes "
+                         f"one of {', '.join(family)} (see `minilm info --presets`)")
+    return preset
+
+
+def _check_out_dir(path):
+    """Fail before the slow work (reading the corpus, training a tokenizer) when --out cannot be a folder."""
+    from pathlib import Path
+    path = Path(path)
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                where = "is" if folder == path else f"lies under {folder}, which is"
+                raise NotADirectoryError(f"--out {path} {where} a file, not a folder")
+            break
 
 
 def cmd_train(args):
     from minilm.generate import generate
     from minilm.pretrain import PretrainConfig, prepare
     from minilm.viz import plot_loss_curves
-    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    fields = [f.name for f in dataclasses.fields(PretrainConfig)]
+    values = {name: getattr(args, name) for name in fields}
+    values["preset"] = resolve_preset(args.model, args.preset)
+    cfg = PretrainConfig(**values)
+    _check_out_dir(cfg.out_dir)
 
     def show_samples(trainer, bar):
         if cfg.model != "gpt" or args.samples <= 0:
@@ -110,15 +220,17 @@ def cmd_train(args):
                            rng=np.random.default_rng(k))
             bar.write("--- sample ---\n" + tokenizer.decode(out[0, len(prompt):].tolist()) + "\n--------------")
 
-    trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples)
+    trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples, overwrite=args.overwrite,
+                                 explicit=set(args.typed) & set(fields))
+    cfg = PretrainConfig.from_dict(trainer.config["pretrain"]) if "pretrain" in trainer.config else cfg
     model = trainer.model
     print(f"minilm train: {cfg.model} '{cfg.preset}' with {model.num_parameters():,} parameters, "
           f"vocab {tokenizer.vocab_size}, context {trainer.train_batcher.seq_len if hasattr(trainer.train_batcher, 'seq_len') else cfg.seq_len}, "
-          f"from step {trainer.step} to {cfg.steps}; backend {_backend()}", file=sys.stderr)
-    try:
-        history = trainer.fit()
-    except KeyboardInterrupt:
-        return 130
+          f"from step {trainer.step} to {trainer.steps}; backend {_backend()}", file=sys.stderr)
+    # A diverging run overflows on its way to the NaN loss the Trainer reports (TrainingDiverged,
+    # one line naming the step and the op): NumPy's warnings about it would only bury that line.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        history = trainer.fit()   # Ctrl-C: the Trainer saves a checkpoint, main() exits with 130
     png = plot_loss_curves(trainer.out_dir / "metrics.jsonl", trainer.out_dir / "loss.png",
                            title=f"{cfg.model} {cfg.preset} on {cfg.corpus}")
     last = [r for r in history if "val_loss" in r]
@@ -133,19 +245,30 @@ def _backend():
     return minilm.get_backend()
 
 
+def _write_now(text):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def cmd_generate(args):
-    from minilm.generate import generate
+    from minilm.generate import TextStreamer, generate
     from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
     if config["model_type"] != "gpt":
-        raise SystemExit(f"minilm generate: {args.run} holds a {config['model_type']} model; "
+        raise ValueError(f"{args.run} holds a {config['model_type']} model; "
                          f"generation needs a GPT (use fill-mask for BERT)")
     prompt = tokenizer.encode(args.prompt)
     for k in range(args.num_samples):
-        out = generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, rng=np.random.default_rng(args.seed + k),
-                       use_cache=not args.no_cache)
-        print(tokenizer.decode(out[0].tolist()))
+        # The text is printed as it is generated: after Ctrl-C what came so far is on the screen.
+        streamer = TextStreamer(tokenizer, _write_now)
+        streamer.put(prompt)
+        try:
+            generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, rng=np.random.default_rng(args.seed + k),
+                     use_cache=not args.no_cache, on_token=lambda step, ids: streamer.put(ids))
+        finally:
+            streamer.end()
+            _write_now("\n")
         if k + 1 < args.num_samples:
             print("-" * 40)
     return 0
@@ -169,9 +292,9 @@ def cmd_fill_mask(args):
     from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
     if config["model_type"] != "bert":
-        raise SystemExit(f"minilm fill-mask: {args.run} holds a {config['model_type']} model; fill-mask needs a BERT")
+        raise ValueError(f"{args.run} holds a {config['model_type']} model; fill-mask needs a BERT")
     if "[MASK]" not in args.text:
-        raise SystemExit("minilm fill-mask: the text has no [MASK]")
+        raise ValueError("the text has no [MASK]")
     # Byte-level BPE tokens carry their leading space (" return"), and masking replaced such a
     # whole token, so "The [MASK] statement" must be read as "The[MASK] statement".
     text = args.text.replace(" [MASK]", "[MASK]")
@@ -190,8 +313,31 @@ def cmd_fill_mask(args):
     return 0
 
 
+def show_presets():
+    """Both families' size presets, with their parameter count at a 2,000-token vocabulary."""
+    from minilm.models import BertConfig, GPTConfig
+    vocab = 2000
+    print(f"GPT presets (minilm train --model gpt --preset NAME; 'auto' = {DEFAULT_PRESET['gpt']}):")
+    for name in GPT_PRESETS:
+        c = GPTConfig.preset(name, vocab_size=vocab)
+        print(f"  {name:12s} {c.n_layer:2d} layers, {c.n_head:2d} heads, width {c.n_embd:4d}, context {c.block_size:5d}: "
+              f"{c.num_parameters(non_embedding=False):>12,} parameters")
+    print(f"BERT presets (minilm train --model bert --preset NAME; 'auto' = {DEFAULT_PRESET['bert']}):")
+    for name in BERT_PRESETS:
+        c = BertConfig.preset(name, vocab_size=vocab)
+        print(f"  {name:12s} {c.num_hidden_layers:2d} layers, {c.num_attention_heads:2d} heads, width {c.hidden_size:4d}, "
+              f"context {c.max_position_embeddings:5d}: {c.num_parameters(with_pooler=False):>12,} parameters")
+    print(f"(parameter counts at a {vocab:,}-token vocabulary; the vocabulary comes from the tokenizer. "
+          "--n-layer, --n-head, --n-embd and --seq-len override a preset)")
+    return 0
+
+
 def cmd_info(args):
     from minilm.pretrain import load_pretrained
+    if args.presets:
+        return show_presets()
+    if args.run is None:
+        raise ValueError("give a run folder, or --presets to list the model sizes")
     model, tokenizer, config = load_pretrained(args.run)
     print(f"model: {config['model_type']}")
     for k, v in config["model_config"].items():
@@ -206,17 +352,42 @@ def cmd_info(args):
     return 0
 
 
+def describe_error(err, args):
+    """One line for a user-facing error: the message, and for OS errors the path involved."""
+    if isinstance(err, OSError) and err.strerror:
+        # str(OSError) is "[Errno 28] No space left on device: 'x'"; say it in words, with the path
+        path = err.filename or getattr(args, "out_dir", None)
+        hint = {errno.ENOSPC: "; free some space or choose another --out",
+                errno.EACCES: "; choose a folder you can write to",
+                errno.EROFS: "; choose a folder you can write to"}.get(err.errno, "")
+        text = f"{err.strerror}: {path}{hint}" if path else f"{err.strerror}{hint}"
+    else:
+        text = str(err) or type(err).__name__
+        if isinstance(err, KeyError):          # KeyError's str() is the repr of the key
+            text = f"missing entry {text}"
+    return " ".join(text.split("\n"))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if getattr(args, "backend", None):
-        import minilm
-        minilm.set_backend(args.backend)
+    from minilm.data.download import DownloadError
+    from minilm.train import TrainingDiverged
     handlers = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
                 "fill-mask": cmd_fill_mask, "info": cmd_info}
+    # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
+    user_errors = (ValueError, KeyError, OSError, TrainingDiverged, DownloadError)
     try:
+        if getattr(args, "backend", None):
+            import minilm
+            minilm.set_backend(args.backend)
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"minilm {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"minilm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except user_errors as err:
+        sys.stdout.flush()
+        print(f"minilm {args.command}: error: {describe_error(err, args)}", file=sys.stderr)
         return 2
 
 
