@@ -1,6 +1,6 @@
-"""Files: safetensors written and read by hand, atomic writes, checkpoints (weights + config.json)."""
+"""Files: safetensors written and read by hand, atomic writes (files and whole folders), checkpoints (weights + config.json)."""
 
-from minilm.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+from minilm.io.atomic import atomic_folder, atomic_write_bytes, atomic_write_text, atomic_writer, completed_folder
 from minilm.io.checkpoint import Checkpoint, add_prefix, atomic_save_file, load_checkpoint, save_checkpoint, take_prefix
 from minilm.io.safetensors import load_file, load_metadata, read_header, save_file
 
@@ -8,6 +8,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_writer",
+    "atomic_folder",
+    "completed_folder",
     "atomic_save_file",
     "save_checkpoint",
     "load_checkpoint",
