@@ -303,6 +303,27 @@ def test_layer_norm_large_offset_keeps_variance():
     _close(y, ref[0], 2e-4, 1e-3, "layer_norm with offset 1000")
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+def test_layer_norm_huge_scale_rows_are_normalised_not_nan(scale):
+    """float32 squares of 1e20 overflow; such rows are redone in float64 (layer_norm.py), so the
+    kernel gives the normalised row like the reference, forward and backward; normal rows beside
+    them are unaffected."""
+    rng = _rng(9)
+    x = rng.standard_normal((4, 48)).astype(np.float32)
+    x[1:3] *= np.float32(scale)
+    weight, bias = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    with poisoned_outputs():
+        y, mean, rstd = K.layer_norm_forward(x, weight, bias, 1e-5)
+        dx, dweight, dbias = K.layer_norm_backward(dy, x, weight, mean, rstd)
+    ref = layer_norm_reference(x, weight, bias, 1e-5, dy)
+    for name, got, want in zip(("y", "mean", "rstd"), (y, mean, rstd), ref[:3]):
+        _close(got, want, 1e-6 * np.abs(want).max(), 1e-4, "layer_norm %s at scale %g" % (name, scale))
+    _close(dx, ref[3], 1e-5 * np.abs(ref[3]).max(), 1e-4, "layer_norm dx at scale %g" % scale)
+    _close(dweight, ref[4], 1e-4, 1e-4, "layer_norm dweight at scale %g" % scale)
+    _close(dbias, ref[5], 1e-4, 1e-4, "layer_norm dbias at scale %g" % scale)
+
+
 def test_layer_norm_rejects_bad_inputs():
     x = np.zeros((2, 4), np.float32)
     with pytest.raises(ValueError, match="weight"):

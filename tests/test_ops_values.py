@@ -1,4 +1,5 @@
 """Forward values against independent NumPy formulas, with hypothesis over shapes."""
+import importlib.util
 import math
 
 import numpy as np
@@ -75,6 +76,46 @@ def test_layer_norm_matches_formula(rng):
     w, b = rng.standard_normal(8), rng.standard_normal(8)
     ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b
     np.testing.assert_allclose(F.layer_norm(Tensor(x), 8, Tensor(w), Tensor(b)).numpy(), ref, rtol=1e-10)
+
+
+LAYER_NORM_BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed"))]
+
+
+@pytest.mark.parametrize("backend", LAYER_NORM_BACKENDS)
+@pytest.mark.parametrize("scale", [1.0, 1e20, 1e30])
+@pytest.mark.parametrize("affine", [True, False])
+def test_float32_layer_norm_at_huge_scale_is_the_normalised_input_on_every_backend(backend, scale, affine):
+    """LayerNorm is scale-invariant. At scale 1e20 the float32 squares overflow (1e40 > 3.4e38):
+    the reference used to return zeros and the Numba kernel NaN. Both must give the normalised
+    input, forward and backward (the kernel runs only with weight and bias: affine=True)."""
+    minilm.set_backend(backend)                               # conftest restores the run's backend
+    assert minilm.get_backend() == backend
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((2, 3, 16)) * scale).astype(np.float32)
+    x[0, 0] += np.float32(3 * scale)                          # an offset row: |mean| >> std
+    w = rng.standard_normal(16).astype(np.float32) if affine else None
+    b = rng.standard_normal(16).astype(np.float32) if affine else None
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    # the float64 definition (eps is negligible next to a variance of 1e40)
+    x64 = x.astype(np.float64)
+    centered = x64 - x64.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt((centered ** 2).mean(-1, keepdims=True) + 1e-5)
+    xhat = centered * rstd
+    w64 = np.ones(16) if w is None else w.astype(np.float64)
+    g = dy * w64
+    dx_want = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+
+    xt = Tensor(x, requires_grad=True)
+    wt, bt = (None, None) if not affine else (Tensor(w, requires_grad=True), Tensor(b, requires_grad=True))
+    y = F.layer_norm(xt, 16, wt, bt)
+    y.backward(dy)
+    np.testing.assert_allclose(y.numpy(), xhat * w64 + (0 if b is None else b), rtol=1e-4, atol=1e-5)
+    assert xt.grad.dtype == np.float32
+    np.testing.assert_allclose(xt.grad, dx_want, rtol=1e-4, atol=1e-5 * np.abs(dx_want).max())
+    if affine:
+        np.testing.assert_allclose(wt.grad, (dy * xhat).sum((0, 1)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(bt.grad, dy.sum((0, 1)), rtol=1e-5, atol=1e-5)
 
 
 def test_cross_entropy_matches_formula(rng):

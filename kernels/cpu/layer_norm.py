@@ -8,6 +8,9 @@ Backward, with g = dy * weight:
     dweight = sum over rows of dy * xhat,   dbias = sum over rows of dy
 The variance uses two passes (mean first), which stays accurate when |mean| >> std.  Row sums are
 float32 (vectorised, reassociated); dweight and dbias are summed over rows in float64 per chunk.
+A row whose float32 variance overflows (|x - mean| above ~1e19: LayerNorm is scale-invariant, so
+such input is legitimate) is redone in float64, as the NumPy reference does: the output is the
+normalised row, never NaN or 0.  Ordinary rows pay one finiteness test.
 """
 import numpy as np
 from numba import prange
@@ -34,11 +37,34 @@ def _layer_norm_forward_kernel(x, weight, bias, eps, y, mean, rstd):
         for c in range(C):
             diff = x[row, c] - mu
             sq += diff * diff
-        r = _ONE / np.sqrt(sq * inv_c + eps)
+        var = sq * inv_c
+        if not np.isfinite(var):  # squares overflowed float32 (or the row holds inf/NaN)
+            _layer_norm_row_float64(x[row], weight, bias, eps, y[row], mean, rstd, row)
+            continue
+        r = _ONE / np.sqrt(var + eps)
         for c in range(C):
             y[row, c] = (x[row, c] - mu) * r * weight[c] + bias[c]
         mean[row] = mu
         rstd[row] = r
+
+
+@kernel()
+def _layer_norm_row_float64(xr, weight, bias, eps, yr, mean, rstd, row):
+    """One row in float64, whose squares reach 1e308 (the rare path of the forward kernel)."""
+    C = xr.shape[0]
+    total = 0.0
+    for c in range(C):
+        total += np.float64(xr[c])
+    mu = total / C
+    sq = 0.0
+    for c in range(C):
+        diff = np.float64(xr[c]) - mu
+        sq += diff * diff
+    r = 1.0 / np.sqrt(sq / C + np.float64(eps))
+    for c in range(C):
+        yr[c] = F32((np.float64(xr[c]) - mu) * r * weight[c] + bias[c])
+    mean[row] = F32(mu)
+    rstd[row] = F32(r)
 
 
 # No "contract": g = dy * weight must round the same way in both loops, or g - mean(g) is not
@@ -59,7 +85,7 @@ def _layer_norm_backward_kernel(dy, x, weight, mean, rstd, dx, dweight, dbias):
             for c in range(C):
                 g = dy[row, c] * weight[c]
                 sum_g += g
-                sum_gx += g * (x[row, c] - mu) * r
+                sum_gx += g * ((x[row, c] - mu) * r)  # xhat first: (x - mu) may be ~1e20
             mean_g = sum_g * inv_c
             mean_gx = sum_gx * inv_c
             for c in range(C):

@@ -148,12 +148,10 @@ class LayerNorm(Function):
             y, self.mean, self.rstd = kernel(x, weight, bias, eps)
             self.x, self.weight = x, weight
             return y
-        mean = x.mean(axis=-1, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axis=-1, keepdims=True)
+        centered, var = _centered_and_variance(x, xp)
         rstd = 1.0 / xp.sqrt(var + eps)
-        self.xhat = centered * rstd
-        self.rstd, self.weight = rstd, weight
+        self.xhat = (centered * rstd).astype(x.dtype, copy=False)
+        self.rstd, self.weight = rstd.astype(x.dtype, copy=False), weight
         y = self.xhat * weight if weight is not None else self.xhat.copy()
         if bias is not None:
             y += bias
@@ -169,6 +167,26 @@ class LayerNorm(Function):
         dx = self.rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
                           - self.xhat * (dxhat * self.xhat).mean(axis=-1, keepdims=True))
         return dx, dweight, dbias
+
+
+def _centered_and_variance(x, xp):
+    """x - mean and the variance over the last axis, for LayerNorm.
+
+    LayerNorm is scale-invariant, so an input of scale 1e20 is legitimate, but its
+    squares (1e40) overflow float32 (max 3.4e38): var would be inf and the output 0.
+    Such input is redone in float64 (max 1e308); the check costs one look at the
+    (N, 1) variances, so ordinary input pays almost nothing. The Numba and CUDA
+    kernels do the same per row, so every backend gives the normalised x.
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    with np.errstate(over="ignore"):                      # an overflow is handled just below
+        var = (centered * centered).mean(axis=-1, keepdims=True)
+    if x.dtype.itemsize < 8 and not bool(xp.isfinite(var).all()):
+        x64 = x.astype(xp.float64)
+        centered = x64 - x64.mean(axis=-1, keepdims=True)
+        var = (centered * centered).mean(axis=-1, keepdims=True)
+    return centered, var
 
 
 class Dropout(Function):
