@@ -36,7 +36,7 @@ import numpy as np
 
 from minilm.io.atomic import atomic_writer
 
-__all__ = ["save_file", "load_file", "load_metadata", "read_header", "save", "load", "DTYPES"]
+__all__ = ["save_file", "load_file", "load_metadata", "read_header", "save", "load", "DTYPES", "SafetensorsError"]
 
 # safetensors dtype name -> the little-endian NumPy dtype of its stored bytes.
 # BF16 is stored as raw uint16 and widened to float32 on load.
@@ -61,6 +61,20 @@ _NAME_OF = {(dt.kind, dt.itemsize): name for name, dt in DTYPES.items() if name 
 
 _HEADER_LIMIT = 100_000_000  # the reference reader refuses larger headers too
 _METADATA_KEY = "__metadata__"
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr(value) cut to ``limit`` characters: an error about a huge header stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SafetensorsError(ValueError):
+    """A file (or bytes) that is not a valid safetensors file; the message names the file and the tensor.
+
+    Every check runs on the header, against the file's size, before any tensor memory is
+    allocated: a header that lies (a shape of 2**40 elements, offsets past the end) costs nothing.
+    """
 
 
 # ----------------------------------------------------------------------------- writing
@@ -157,51 +171,58 @@ def _parse_header(head: bytes, data_len: int, where: str) -> tuple[dict[str, str
         names = [k for k, _ in pairs]
         if len(set(names)) != len(names):
             twice = sorted({k for k in names if names.count(k) > 1})
-            raise ValueError(f"safetensors: {where}: the header names {twice} more than once")
+            raise SafetensorsError(f"safetensors: {where}: the header names {_short(twice)} more than once")
         return dict(pairs)
 
     try:
         header = json.loads(head.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except SafetensorsError:
+        raise
     except RecursionError:
-        raise ValueError(f"safetensors: {where}: the header JSON is nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"safetensors: {where}: the header is not valid UTF-8 JSON ({e}); is this a safetensors file?") from None
+        raise SafetensorsError(f"safetensors: {where}: the header JSON is nested too deeply") from None
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of more than 4300 digits
+        raise SafetensorsError(f"safetensors: {where}: the header is not valid UTF-8 JSON ({e}); is this a safetensors file?") from None
     if not isinstance(header, dict):
-        raise ValueError(f"safetensors: {where}: the header must be a JSON object, got {type(header).__name__}")
+        raise SafetensorsError(f"safetensors: {where}: the header must be a JSON object, got {type(header).__name__}")
 
     metadata = header.pop(_METADATA_KEY, {})
     if metadata is None:  # the reference writes null for "no metadata" in some versions
         metadata = {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise ValueError(f"safetensors: {where}: {_METADATA_KEY!r} must be an object of str -> str, got {metadata!r}")
+        raise SafetensorsError(f"safetensors: {where}: {_METADATA_KEY!r} must be an object of str -> str, got {_short(metadata)}")
 
     entries = []
     for name, info in header.items():
-        what = f"safetensors: {where}: tensor {name!r}"
+        what = f"safetensors: {where}: tensor {_short(name)}"
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise ValueError(f"{what}: expected an object with keys dtype, shape, data_offsets; got {info!r}")
+            raise SafetensorsError(f"{what}: expected an object with keys dtype, shape, data_offsets; got {_short(info)}")
         dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
-            raise ValueError(f"{what}: unknown or unsupported dtype {dtype_name!r} (supported: {', '.join(DTYPES)})")
+            raise SafetensorsError(f"{what}: unknown or unsupported dtype {_short(dtype_name)} (supported: {', '.join(DTYPES)})")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise ValueError(f"{what}: shape must be a list of non-negative integers, got {shape!r}")
+            raise SafetensorsError(f"{what}: shape must be a list of non-negative integers, got {_short(shape)}")
+        if math.prod(max(d, 1) for d in shape) * DTYPES[dtype_name].itemsize >= 2**63:
+            # NumPy refuses such a shape even when a 0 in it makes the tensor empty
+            raise SafetensorsError(f"{what}: shape {_short(shape)} is too large for any array (2**63 bytes or more)")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
             or not all(type(o) is int and o >= 0 for o in offsets)
             or offsets[0] > offsets[1]
         ):
-            raise ValueError(f"{what}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}")
+            raise SafetensorsError(f"{what}: data_offsets must be [begin, end] with 0 <= begin <= end, got {_short(offsets)}")
         begin, end = offsets
         if end > data_len:
-            raise ValueError(
-                f"{what}: data_offsets [{begin}, {end}] run past the end of the data ({data_len} bytes); "
+            raise SafetensorsError(
+                f"{what}: data_offsets {_short(offsets)} run past the end of the data ({data_len} bytes); "
                 "the file is truncated or corrupted"
             )
+        # Checked against the bytes in the file, so a shape that lies never reaches an allocation.
         expected = math.prod(shape) * DTYPES[dtype_name].itemsize
         if end - begin != expected:
-            raise ValueError(
-                f"{what}: shape {shape} of {dtype_name} needs {expected} bytes but data_offsets "
+            needs = f"{expected} bytes" if expected < 2**64 else "more than 2**64 bytes"   # (no 5000-digit numbers)
+            raise SafetensorsError(
+                f"{what}: shape {_short(shape)} of {dtype_name} needs {needs} but data_offsets "
                 f"[{begin}, {end}] hold {end - begin}"
             )
         entries.append((name, dtype_name, tuple(shape), begin, end))
@@ -211,18 +232,18 @@ def _parse_header(head: bytes, data_len: int, where: str) -> tuple[dict[str, str
     previous = None
     for name, _, _, begin, end in entries:
         if begin < position:
-            raise ValueError(
-                f"safetensors: {where}: tensor {name!r} (bytes [{begin}, {end}]) overlaps tensor {previous!r} "
+            raise SafetensorsError(
+                f"safetensors: {where}: tensor {_short(name)} (bytes [{begin}, {end}]) overlaps tensor {_short(previous)} "
                 f"(which ends at byte {position})"
             )
         if begin > position:
-            raise ValueError(
-                f"safetensors: {where}: tensor {name!r} starts at byte {begin} but the previous tensor ends at "
+            raise SafetensorsError(
+                f"safetensors: {where}: tensor {_short(name)} starts at byte {begin} but the previous tensor ends at "
                 f"{position}; safetensors data must be contiguous (a gap means a corrupted header)"
             )
         position, previous = end, name
     if position != data_len:
-        raise ValueError(
+        raise SafetensorsError(
             f"safetensors: {where}: the tensors cover {position} bytes of data but the file holds {data_len}; "
             "the file is corrupted (or has bytes appended)"
         )
@@ -231,13 +252,13 @@ def _parse_header(head: bytes, data_len: int, where: str) -> tuple[dict[str, str
 
 def _header_length(first8: bytes, file_size: int, where: str) -> int:
     if len(first8) < 8:
-        raise ValueError(
+        raise SafetensorsError(
             f"safetensors: {where}: the file is {file_size} bytes, too short for the 8-byte header length; "
             "it is truncated or not a safetensors file"
         )
     (n,) = struct.unpack("<Q", first8)
     if n > _HEADER_LIMIT or 8 + n > file_size:
-        raise ValueError(
+        raise SafetensorsError(
             f"safetensors: {where}: the header claims {n} bytes but the file has only {file_size - 8} after the "
             "length field; the file is truncated or not a safetensors file"
         )
@@ -256,7 +277,7 @@ def _to_arrays(buf: bytearray | bytes, data_start: int, entries: list[tuple], wh
             arr = (arr.astype(np.uint32) << 16).view(np.float32)  # bfloat16 is the top half of a float32
         elif dtype_name == "BOOL":
             if np.any(arr.view(np.uint8) > 1):
-                raise ValueError(f"safetensors: {where}: tensor {name!r} is BOOL but holds bytes other than 0 and 1")
+                raise SafetensorsError(f"safetensors: {where}: tensor {_short(name)} is BOOL but holds bytes other than 0 and 1")
         elif not stored.isnative:
             arr = arr.astype(stored.newbyteorder("="))
         out[name] = arr.reshape(shape)
@@ -290,7 +311,7 @@ def load_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     The arrays are writable views into one buffer holding the file's data (no
     second copy). BF16 tensors come back as float32. Any inconsistency between
-    the header and the file raises ``ValueError`` naming the file and the tensor.
+    the header and the file raises ``SafetensorsError`` (a ValueError) naming the file and the tensor.
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -301,5 +322,5 @@ def load_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         buf = bytearray(size - 8 - n)
         got = f.readinto(buf)
     if got != len(buf):
-        raise ValueError(f"safetensors: {path}: read {got} of {len(buf)} data bytes; the file changed while reading")
+        raise SafetensorsError(f"safetensors: {path}: read {got} of {len(buf)} data bytes; the file changed while reading")
     return _to_arrays(buf, 0, entries, str(path))
