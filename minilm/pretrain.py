@@ -15,6 +15,7 @@ import numpy as np
 
 from minilm import random as minilm_random
 from minilm.data import ARBatcher, MLMBatcher, encode_to_array, iter_eval_batches, load_corpus, split_text
+from minilm.io.atomic import atomic_path
 from minilm.io.checkpoint import load_checkpoint, take_prefix
 from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_token
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
@@ -215,7 +216,8 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
     tokenizer = load_tokenizer(tok_path) if resume else build_tokenizer(cfg, text)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_path)          # before any checkpoint: a checkpoint always finds its tokenizer
+        with atomic_path(tok_path) as tmp:     # before any checkpoint, so a checkpoint always finds its tokenizer
+            tokenizer.save(tmp)
     model = build_model(cfg, tokenizer.vocab_size)
     batcher, val, objective = build_data(cfg, tokenizer, text, model)
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
