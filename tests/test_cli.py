@@ -1,4 +1,5 @@
 """The `minilm` command end to end on a tiny corpus."""
+import json
 import subprocess
 import sys
 
@@ -44,8 +45,29 @@ def test_train_generate_eval_info_for_gpt(corpus, tmp_path, capsys):
     assert "val_loss" in capsys.readouterr().out
     assert main(["info", run]) == 0
     assert "parameters:" in capsys.readouterr().out
-    assert main(["train", "--corpus", corpus, "--preset", "nano", "--seq-len", "16", "--steps", "10",
-                 "--out", run, "--resume"] + TINY) == 0
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_from_the_checkpoint_with_the_losses_of_an_uninterrupted_run(corpus, tmp_path, capsys):
+    """6 steps, then `--resume --steps 10`, equals 10 steps in one go (bit-exact on one machine: same
+    data, same arithmetic). --min-lr-ratio 1 keeps the lr flat after the warm-up, so the first run's
+    schedule (6 steps long) is the same as the long run's."""
+    common = ["train", "--corpus", corpus, "--preset", "nano", "--seq-len", "16", "--eval-interval", "5",
+              "--min-lr-ratio", "1.0", "--backend", "numpy"] + TINY
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(common + ["--steps", "10", "--out", str(full)]) == 0
+    assert main(common + ["--steps", "6", "--out", str(part)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--steps", "10", "--out", str(part), "--backend", "numpy"]) == 0
+    assert "from step 6 to 10" in capsys.readouterr().err
+    resumed, uninterrupted = read_metrics(part), read_metrics(full)
+    assert [r["step"] for r in resumed] == list(range(1, 11))
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in uninterrupted]
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in uninterrupted]
+    assert resumed[-1]["val_loss"] == uninterrupted[-1]["val_loss"]
 
 
 def test_fill_mask_with_a_bert_run(corpus, tmp_path, capsys):

@@ -157,8 +157,22 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         return (loss * float("nan") if trainer.step == 4 else loss), n
 
     trainer.objective.loss = poisoned
+    before = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+    real_step = trainer.optimizer.step
+
+    def remember_weights():
+        real_step()
+        before.update({k: v.copy() for k, v in trainer.model.state_dict().items()})
+
+    trainer.optimizer.step = remember_weights
     with pytest.raises(TrainingDiverged, match="step 5"):
         trainer.fit()
+    # the live weights are the finite ones of step 4: the NaN step never reached them
+    assert trainer.step == 4
+    for name, value in trainer.model.state_dict().items():
+        assert np.all(np.isfinite(value)), name
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    assert all(p.grad is None or np.all(p.grad == 0) for p in trainer.model.parameters())
     model, _, _ = load_pretrained(tmp_path / "run")
     assert all(np.all(np.isfinite(v)) for v in model.state_dict().values())
     resumed, _ = prepare(tiny_gpt_config(corpus, tmp_path / "run"), resume=True, progress_stream=io.StringIO())
@@ -205,8 +219,31 @@ def test_mlm_training_reports_accuracy_and_baseline(tmp_path, corpus):
     trainer, tok = prepare(cfg, progress_stream=io.StringIO())
     history = trainer.fit()
     final = history[-1]
-    assert 0.0 <= final["mlm_acc"] <= 1.0 and 0.0 < final["mlm_acc_most_frequent"] <= 1.0
-    assert 0.0 <= final["mlm_acc_at_mask"] <= 1.0
+    # the metrics equal an independent computation over the same validation batches
+    from minilm.autograd import no_grad
+    mask_id, baseline = tok.token_to_id("[MASK]"), trainer.objective.baseline_token
+    nll, n, right, base, at_mask, at_mask_right = 0.0, 0, 0, 0, 0, 0
+    trainer.model.eval()
+    with no_grad():
+        for b in trainer.val_batches():
+            logits = trainer.model(b["input_ids"], attention_mask=b["attention_mask"],
+                                   token_type_ids=b["token_type_ids"]).numpy().astype(np.float64)
+            graded = b["labels"] != -100
+            z = logits[graded] - logits[graded].max(-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            target = b["labels"][graded]
+            nll -= logp[np.arange(target.size), target].sum()
+            n += target.size
+            hit = logits[graded].argmax(-1) == target
+            right += int(hit.sum())
+            base += int((target == baseline).sum())
+            shown = b["input_ids"][graded] == mask_id
+            at_mask += int(shown.sum())
+            at_mask_right += int(hit[shown].sum())
+    assert final["val_loss"] == pytest.approx(nll / n, rel=1e-5)
+    assert final["mlm_acc"] == pytest.approx(right / n)
+    assert final["mlm_acc_most_frequent"] == pytest.approx(base / n) and base > 0
+    assert final["mlm_acc_at_mask"] == pytest.approx(at_mask_right / at_mask)
     model, _, config = load_pretrained(tmp_path / "bert")
     assert config["model_type"] == "bert"
 
@@ -218,9 +255,15 @@ def test_kv_cache_generation_matches_the_no_cache_path():
     with_cache = generate(model, prompt, 12, temperature=0.9, top_k=8, rng=np.random.default_rng(7))
     without = generate(model, prompt, 12, temperature=0.9, top_k=8, rng=np.random.default_rng(7), use_cache=False)
     np.testing.assert_array_equal(with_cache, without)
-    # past the context length generation slides a window instead of failing
-    long = generate(model, prompt, 30, greedy=True, rng=np.random.default_rng(0))
+    # past the context length generation slides a window: token t comes from tokens t-24 .. t-1
+    long = generate(model, prompt, 30, temperature=0.9, rng=np.random.default_rng(3))
     assert long.shape == (2, 35)
+    from minilm.sampling import sample_next_token
+    rng, want = np.random.default_rng(3), prompt.copy()
+    for _ in range(30):
+        logits = model(want[:, -24:]).numpy()[:, -1, :]
+        want = np.concatenate([want, np.asarray(sample_next_token(logits, rng, temperature=0.9))[:, None]], axis=1)
+    np.testing.assert_array_equal(long, want)
 
 
 def test_generation_stops_at_the_end_token():
