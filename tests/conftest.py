@@ -8,7 +8,9 @@ Every test starts from the same global state whatever ran before it: the
 backend chosen for the run, and minilm's default generator reseeded (modules
 built without a generator draw their weights from it). The `rng` fixture is
 seeded from a stable hash of the test id (not Python's `hash()`, which changes
-per process), and a failing test's report shows the seed.
+per process), and a failing test's report shows the seed. Hypothesis tests are
+derandomized too (the same examples every run); HYPOTHESIS_PROFILE=default
+brings back random exploration.
 """
 import os
 import zlib
@@ -21,6 +23,14 @@ from minilm import backend as _backend
 from minilm import random as _random
 
 GLOBAL_SEED = 0
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:
+    pass
+else:
+    _hypothesis_settings.register_profile("minilm", derandomize=True, database=None)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "minilm"))
 
 
 def pytest_configure(config):
