@@ -20,7 +20,8 @@ from minilm.io.checkpoint import load_checkpoint, take_prefix
 from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_token
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, TOKENIZER_FILE, RunFolderError, check_tokenizer
-from minilm.run_folder import clear_run_folder, existing_entries, fail, find_checkpoint, tokenizer_sha256
+from minilm.run_folder import check_not_in_use, clear_run_folder, existing_entries, fail, find_checkpoint
+from minilm.run_folder import tokenizer_sha256
 from minilm.train import Trainer
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -248,6 +249,7 @@ def _claim_run_folder(out, overwrite):
 
 def _resumed_config(cfg, out, explicit, progress_stream):
     """The saved config, with the explicitly given fields that may change taken from cfg."""
+    check_not_in_use(out)
     folder = find_checkpoint(out)
     if folder is None:
         hint = (f" (the run stopped before its first checkpoint: start it again with --overwrite)"

@@ -8,6 +8,7 @@
                         config, so old weights never meet a new tokenizer.
       metrics.jsonl     one JSON line per step (a torn last line, from a kill, is dropped).
       loss.png
+      .minilm.lock      the pid of the process training in the folder (one writer per run folder)
 
 A checkpoint is read back by a program that trusts it: a step counter that is a
 string, a deleted Adam step, an RNG state out of range would crash deep inside
@@ -21,16 +22,18 @@ import math
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-from minilm.io.atomic import _temp_path, completed_folder, remove_stale_temps
+from minilm.io.atomic import _pid_alive, _temp_path, atomic_write_text, completed_folder, remove_stale_temps
 
 CHECKPOINT_DIR = "checkpoint"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
+LOCK_FILE = ".minilm.lock"
 MINILM_FILES = (CHECKPOINT_DIR, CHECKPOINT_DIR + ".new", CHECKPOINT_DIR + ".old", TOKENIZER_FILE,
-                METRICS_FILE, PLOT_FILE)
+                METRICS_FILE, PLOT_FILE, LOCK_FILE)
 _INT_LIMIT = 2 ** 63          # counters and sizes must fit an int64: larger ones come from damage
 
 
@@ -50,12 +53,41 @@ def find_checkpoint(run_dir):
 
 
 def existing_entries(run_dir):
-    """Names in the run folder, except temporary files of writers that are gone."""
+    """Names in the run folder, except temporary files and the lock of writers that are gone."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
+    check_not_in_use(run_dir)
     remove_stale_temps(run_dir)
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
     return sorted(p.name for p in run_dir.iterdir())
+
+
+def check_not_in_use(run_dir):
+    """Refuse a run folder that another live process is training in (its pid is in .minilm.lock)."""
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        pid = int(lock.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    if _pid_alive(pid) and pid != os.getpid():
+        fail(lock, "", f"process {pid} is training in this run folder; wait for it to end or stop it first")
+
+
+@contextmanager
+def run_lock(run_dir):
+    """Hold the run folder's lock (our pid in .minilm.lock) while training; a dead holder's lock is taken over."""
+    lock = Path(run_dir) / LOCK_FILE
+    check_not_in_use(run_dir)
+    atomic_write_text(lock, f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        try:
+            if lock.read_text().strip() == str(os.getpid()):
+                lock.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def clear_run_folder(run_dir):

@@ -2,12 +2,15 @@
 
 Each optimizer step:
     for each of grad_accum micro-batches: loss = objective(model, batch); (loss / grad_accum).backward()
-    stop if the loss is not finite (the weights and the last checkpoint stay good)
+    stop if the loss is not finite (the weights and the last checkpoint stay good), after
+        replaying the step's forward passes under detect_anomaly to name the op that made the NaN
     clip the global gradient norm, set the learning rate (warm-up, then cosine decay), AdamW step
 Every eval_interval steps: validation loss / perplexity (and MLM accuracy).
 Every ckpt_interval steps, at the end and on Ctrl-C: a checkpoint with the
 weights, the optimizer state, the step and every random state, so `resume()`
 continues with exactly the loss curve an uninterrupted run would have drawn.
+The run folder's layout, and the checks on everything read back from it, are in
+`minilm.run_folder`.
 
 Ctrl-C is honoured only between steps: a checkpoint taken halfway through a
 step (its batch drawn, its dropout masks used, half its weights updated) would
@@ -34,7 +37,7 @@ from minilm.optim import AdamW, clip_grad_norm_, flatten_optimizer_state, param_
 from minilm.optim import unflatten_optimizer_state, warmup_cosine
 from minilm.progress import ProgressBar
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, RunFolderError, check_training_state
-from minilm.run_folder import find_checkpoint, read_metrics
+from minilm.run_folder import find_checkpoint, read_metrics, run_lock
 
 
 def module_generators(model):
@@ -53,7 +56,7 @@ def module_generators(model):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
+    """The loss became NaN or infinite; the message names the step and, if it can, the op that made it."""
 
 
 class Trainer:
@@ -130,18 +133,24 @@ class Trainer:
         return total_loss, tokens
 
     def _locate_non_finite(self, batches, start):
-        """Replay the step's micro-batches under detect_anomaly (no weight update); say where the NaN was born."""
+        """Replay the step's forward passes under detect_anomaly (nothing is updated); say where the NaN was born.
+
+        Only the forward: the loss is what was not finite, and a backward from a
+        non-finite loss would blame ops that merely passed the NaN on.
+        """
         from minilm.autograd.anomaly import AnomalyError, detect_anomaly
         self.optimizer.zero_grad()
         after = self.random_states()
         self.load_random_states(start)              # the same dropout masks as the failing pass
         try:
             with detect_anomaly(step=self.step + 1):
-                self._accumulate_gradients(batches)
+                for batch in batches:
+                    loss, _ = self.objective.loss(self.model, batch)
+                    if not math.isfinite(float(loss.item())):
+                        break
         except AnomalyError as err:
             return f"Replayed under detect_anomaly: {err}."
         finally:
-            self.optimizer.zero_grad()
             self.load_random_states(after)
         return ("Replayed under detect_anomaly, no op turned finite values into NaN or inf, so the "
                 "non-finite value came from outside the ops (the data, a constant or the weights).")
@@ -150,6 +159,10 @@ class Trainer:
     def fit(self):
         """Train until `steps`; returns the list of metrics records. Ctrl-C: see the module docstring."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out_dir):          # one writer per run folder
+            return self._fit()
+
+    def _fit(self):
         bar = ProgressBar(self.steps, start=self.step, every=self.log_interval, stream=self.progress_stream)
         window_tokens, window_start = 0, time.perf_counter()
         previous_handler = self._install_interrupt_handler()

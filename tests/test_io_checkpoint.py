@@ -142,3 +142,43 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(raw[: len(raw) - 7])
     with pytest.raises(ValueError, match="model.safetensors.*truncated"):
         load_checkpoint(tmp_path)
+
+
+def test_temp_names_carry_the_writer_pid_so_dead_writers_can_be_told_apart(tmp_path):
+    seen = []
+    with pytest.raises(RuntimeError):
+        with atomic_writer(tmp_path / "f.bin") as f:
+            seen.extend(leftovers(tmp_path))
+            raise RuntimeError("stop")
+    assert len(seen) == 1 and seen[0].startswith(f".f.bin.{os.getpid()}-")
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_path_for_writers_that_want_a_file_name(tmp_path):
+    from minilm.io.atomic import atomic_path
+    target = tmp_path / "tokenizer.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and leftovers(tmp_path) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_a_checkpoint_folder_replaced_with_atomic_folder_is_never_mixed(tmp_path):
+    """The failure mode of two separate file writes (see test_torn_or_hand_edited_folder_is_detected) cannot occur."""
+    from minilm.io.atomic import atomic_folder
+    _, tensors = make_state(0)
+    with atomic_folder(tmp_path / "ckpt") as tmp:
+        save_checkpoint(tmp, tensors, {"v": 1}, {"step": 1})
+    _, other = make_state(1)
+    with pytest.raises(OSError):
+        with atomic_folder(tmp_path / "ckpt") as tmp:
+            save_checkpoint(tmp, other, {"v": 2}, {"step": 2})      # weights written ...
+            raise OSError("killed before config.json")              # ... config not
+    ck = load_checkpoint(tmp_path / "ckpt")
+    assert ck.config == {"v": 1} and ck.extra_state == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
