@@ -270,7 +270,11 @@ def _check_batcher(file, saved, mine):
         elif key in ("seq_len", "batch_size", "num_tokens", "num_units"):
             if saved[key] != value or not _is_int(saved[key]):
                 fail(file, where, f"is {saved[key]!r}, but this run's data gives {value!r}")
-        elif key == "epoch_seed":
+        elif key == "epoch":                                  # MLMBatcher: -1 before the first batch
+            check_int(file, where, saved[key], -1)
+        elif key == "epoch_seed":                             # ... and then no epoch order yet
+            if (saved[key] is None) != (saved.get("epoch") == -1):
+                fail(file, where, f"is {saved[key]!r}, which does not go with epoch {saved.get('epoch')!r}")
             if saved[key] is not None:
                 check_int(file, where, saved[key])
         elif key == "position":

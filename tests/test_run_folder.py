@@ -1,6 +1,7 @@
 """minilm.run_folder and the rules of a run folder: one atomic checkpoint, no mixing of runs,
 --resume/--overwrite, the tokenizer fingerprint, torn metrics, and a fuzz of everything read back."""
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -350,6 +351,22 @@ def test_specific_damage_in_the_training_state(trained):
     tensors = {**ckpt.tensors, "optim.5.exp_avg": np.zeros((2, 3), np.float32)}
     with pytest.raises(RunFolderError, match=r"model.safetensors: .*state 'exp_avg' of parameter 5 has shape \(2, 3\)"):
         trainer.load_training_state(Checkpoint(tensors, ckpt.config, ckpt.extra_state, path=ckpt.path))
+
+
+def test_fuzz_of_a_bert_runs_training_state_and_a_resume_from_step_0(corpus, tmp_path):
+    """The MLM batcher has more state (epoch, epoch order seed, position): the same fuzz on a BERT run."""
+    cfg = tiny(corpus, tmp_path / "bert", model="bert", preset="bert-tiny", tokenizer="bpe", vocab_size=300,
+               seq_len=32, n_embd=0, n_head=0)
+    trainer, _ = prepare(cfg, progress_stream=io.StringIO())
+    trainer.save_checkpoint()                                # step 0: before the first batch (epoch -1)
+    at_zero, _ = prepare(dataclasses.replace(cfg, steps=2), resume=True, progress_stream=io.StringIO())
+    assert at_zero.step == 0 and at_zero.train_batcher.state_dict()["epoch"] == -1
+    at_zero.fit()
+    resumed, _ = prepare(cfg, resume=True, progress_stream=io.StringIO())
+    ckpt = load_checkpoint(tmp_path / "bert" / "checkpoint")
+    assert ckpt.extra_state["batcher"]["epoch"] == 0
+    outcomes = fuzz_training_state(resumed, ckpt, 800, seed=5)
+    assert outcomes["refused"] > 400 and outcomes["resumed"] > 10
 
 
 def fuzz_pretrain_config(run, config, cases, seed):
