@@ -94,15 +94,26 @@ def test_a_batch_row_stops_at_its_end_token_while_the_others_go_on():
         assert out.shape[1] == prompt.shape[1] + 10
 
 
-def test_generation_restores_the_training_mode_and_handles_edge_inputs():
-    model = tiny_gpt()
-    model.train()
-    one_d = generate(model, [3, 4], 5, greedy=True)
-    assert model.training                                   # put back after generating
-    assert one_d.shape == (1, 7) and one_d.dtype == np.int64
+def test_generation_runs_in_eval_mode_and_restores_the_training_mode():
+    """With dropout 0.5 a model left in train mode would drop units while generating."""
+    model = GPT(GPTConfig.preset("nano", vocab_size=17, block_size=8, n_layer=2, n_embd=24, n_head=2, dropout=0.5),
+                generator=np.random.default_rng(0))
     model.eval()
-    np.testing.assert_array_equal(generate(model, np.array([[3, 4]]), 5, greedy=True), one_d)
+    want = reference_generate(model, np.array([[3, 4]]), 10, np.random.default_rng(1))
+    model.train()
+    one_d = generate(model, [3, 4], 10, rng=np.random.default_rng(1))
+    assert model.training                                   # put back after generating
+    assert one_d.shape == (1, 12) and one_d.dtype == np.int64
+    np.testing.assert_array_equal(one_d, want)
+    model.eval()
+    np.testing.assert_array_equal(generate(model, np.array([[3, 4]]), 10, rng=np.random.default_rng(1)), want)
     assert not model.training
+
+
+def test_edge_inputs():
+    model = tiny_gpt()
+    one_token = generate(model, np.array([[5]]), 3, greedy=True)
+    np.testing.assert_array_equal(one_token, reference_generate(model, [[5]], 3, np.random.default_rng(0), greedy=True))
     np.testing.assert_array_equal(generate(model, np.array([[3, 4]]), 0), [[3, 4]])
     with pytest.raises(ValueError, match="empty"):
         generate(model, np.zeros((1, 0), dtype=np.int64), 3)

@@ -45,6 +45,8 @@ def test_greedy_is_argmax():
     np.testing.assert_array_equal(sample_next_token(logits, rng, temperature=0), expected)
     token = sample_next_token(logits[3], rng, temperature=0.0, top_k=5)
     assert isinstance(token, int) and token == expected[3]
+    # top_k=1 is allowed (the smallest k) and leaves only the argmax to draw, at any temperature
+    np.testing.assert_array_equal(sample_next_token(logits, rng, temperature=3.0, top_k=1), expected)
 
 
 def test_top_k_keeps_exactly_k_largest():

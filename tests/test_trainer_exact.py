@@ -213,3 +213,45 @@ def test_weight_decay_only_on_the_decay_group(tmp_path):
     assert {n for n, wd in groups.items() if wd == 0.3} == decay
     assert {n for n, wd in groups.items() if wd == 0.0} == set(params) - decay
     assert all(tuple(g["betas"]) == BETAS for g in trainer.optimizer.param_groups)
+
+
+class SpyObjective(AutoregressiveLM):
+    """Records the model's mode at each call, and how many batches each evaluation saw."""
+
+    def __init__(self):
+        self.modes = {"loss": set(), "evaluate": set()}
+        self.evaluated_batches = []
+
+    def loss(self, model, batch):
+        self.modes["loss"].add(model.training)
+        return super().loss(model, batch)
+
+    def evaluate(self, model, batches):
+        self.modes["evaluate"].add(model.training)
+        batches = list(batches)
+        self.evaluated_batches.append(len(batches))
+        return super().evaluate(model, batches)
+
+
+def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
+    """Training runs in train mode (dropout on), evaluation in eval mode; evaluations fall on
+    multiples of eval_interval and on the last step; on_eval sees each; tokens/s is plausible."""
+    import time
+    objective, seen = SpyObjective(), []
+    batches = make_batches(4)
+    model = new_model()
+    model.eval()                                               # the Trainer must switch it itself
+    trainer = Trainer(model, objective, FixedBatches(batches), lambda: iter(batches[:2]), out_dir=tmp_path,
+                      steps=7, warmup_steps=1, eval_interval=3, ckpt_interval=100, log_interval=100,
+                      on_eval=lambda tr, bar: seen.append(tr.step), progress_stream=io.StringIO())
+    start = time.perf_counter()
+    history = trainer.fit()
+    wall = time.perf_counter() - start
+    assert objective.modes == {"loss": {True}, "evaluate": {False}}
+    assert model.training                                      # left in train mode after an evaluation
+    assert [r["step"] for r in history] == list(range(1, 8))
+    assert [r["step"] for r in history if "val_loss" in r] == [3, 6, 7] == seen
+    assert objective.evaluated_batches == [2, 2, 2]
+    # each step's window took at most the whole fit, so tokens/s is at least one step's tokens / wall time
+    tokens_per_step = batches[0][1].size
+    assert all(tokens_per_step / wall <= r["tokens_per_sec"] for r in history)
