@@ -1,11 +1,15 @@
 """The `minilm` command end to end on a tiny corpus."""
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from minilm.cli import build_parser, main
+from minilm.generate import generate_text
+from minilm.pretrain import load_pretrained
 
 TEXT = ("Python is a programming language. The return statement ends a function. " * 30 + "\n") * 8
 
@@ -36,11 +40,26 @@ def test_train_generate_eval_info_for_gpt(corpus, tmp_path, capsys):
     run = str(tmp_path / "gpt")
     assert main(["train", "--corpus", corpus, "--preset", "nano", "--seq-len", "16", "--steps", "8",
                  "--eval-interval", "4", "--out", run, "--backend", "numpy"] + TINY) == 0
-    assert "final: " in capsys.readouterr().out
-    assert main(["generate", run, "--prompt", "Python ", "--max-new-tokens", "20", "--temperature", "0.8",
-                 "--top-k", "5", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("Python ") and len(out.strip()) >= len("Python ") + 5
+    captured = capsys.readouterr()
+    assert "final: " in captured.out
+    assert (tmp_path / "gpt" / "loss.png").is_file()
+    # one sample (the default --samples 1) at each of the 2 evaluations: 120 new characters each
+    samples = re.findall(r"--- sample ---\n(.*?)\n--------------", captured.err, flags=re.S)
+    assert len(samples) == 2 and all(len(text) == 120 for text in samples)
+
+    # generate prints what the library generates from the saved model, with the options passed on
+    model, tok, _ = load_pretrained(run)
+    sampling = ["--max-new-tokens", "20", "--temperature", "0.8", "--top-k", "5"]
+    assert main(["generate", run, "--prompt", "Python ", *sampling, "--seed", "1"]) == 0
+    seed1 = capsys.readouterr().out
+    assert seed1 == generate_text(model, tok, "Python ", 20, temperature=0.8, top_k=5,
+                                  rng=np.random.default_rng(1)) + "\n"
+    assert main(["generate", run, "--prompt", "Python ", *sampling, "--num-samples", "2"]) == 0
+    first, second = capsys.readouterr().out.split("-" * 40 + "\n")
+    assert first == generate_text(model, tok, "Python ", 20, temperature=0.8, top_k=5,
+                                  rng=np.random.default_rng(0)) + "\n"        # the default --seed is 0
+    assert second == seed1                                                   # sample k uses seed + k
+    assert first != second
     assert main(["eval", run, "--batches", "2"]) == 0
     assert "val_loss" in capsys.readouterr().out
     assert main(["info", run]) == 0
@@ -76,7 +95,27 @@ def test_fill_mask_with_a_bert_run(corpus, tmp_path, capsys):
                  "--corpus", corpus, "--seq-len", "32", "--steps", "4", "--eval-interval", "4", "--out", run] + TINY) == 0
     assert "mlm_acc" in capsys.readouterr().out
     assert main(["fill-mask", run, "The return [MASK] ends a function.", "--top", "3"]) == 0
-    assert capsys.readouterr().out.count("[MASK] at token") == 1
+    out = capsys.readouterr().out
+    assert out.count("[MASK] at token") == 1
+    # the printed candidates are the model's top 3 at that position, with their softmax probabilities
+    model, tok, _ = load_pretrained(run)
+    ids = [tok.token_to_id("[CLS]")] + tok.encode("The return[MASK] ends a function.") + [tok.token_to_id("[SEP]")]
+    pos = ids.index(tok.token_to_id("[MASK]"))
+    x = np.array([ids])
+    logits = model(x, attention_mask=np.ones_like(x), token_type_ids=np.zeros_like(x)).numpy()[0, pos]
+    probs = np.exp(logits.astype(np.float64) - logits.max())
+    probs /= probs.sum()
+    best = np.argsort(-probs)[:3]
+    assert out.startswith(f"[MASK] at token {pos}: ")
+    rest = out[len(f"[MASK] at token {pos}: "):]
+    for t in best:                     # probabilities compared to +-0.001: the 3rd decimal may round either way
+        label = f"{tok.decode([int(t)])!r} "
+        assert rest.startswith(label), (rest, label)
+        assert float(rest[len(label):len(label) + 5]) == pytest.approx(probs[t], abs=1.1e-3)
+        rest = rest[len(label) + 5:].removeprefix(", ")
+    assert rest == "\n"
+    assert main(["fill-mask", run, "The return [MASK] ends a function."]) == 0
+    assert len(re.findall(r" \d\.\d{3}", capsys.readouterr().out)) == 5          # the default --top is 5
 
 
 def test_errors_are_reported_not_tracebacks(tmp_path, capsys):
