@@ -274,3 +274,16 @@ def test_generation_stops_at_the_end_token():
     stopped = generate(model, prompt, 10, greedy=True, eos_id=eos)
     first = 2 + int(np.flatnonzero(free[0, 2:] == eos)[0])
     np.testing.assert_array_equal(stopped[0], free[0, :first + 1])   # same tokens, cut after the first eos
+
+
+def test_the_seed_sets_the_initialisation_and_the_data_order(corpus, tmp_path):
+    def first(seed, name):
+        trainer, _ = prepare(tiny_gpt_config(corpus, tmp_path / name, seed=seed), progress_stream=io.StringIO())
+        return trainer.model.state_dict(), [trainer.train_batcher.next_batch()[0] for _ in range(3)]
+
+    (w3, x3), (w3b, x3b), (w4, x4) = first(3, "a"), first(3, "b"), first(4, "c")
+    for name in w3:
+        np.testing.assert_array_equal(w3[name], w3b[name])
+    np.testing.assert_array_equal(np.stack(x3), np.stack(x3b))
+    assert not np.array_equal(w3["transformer.wte.weight"], w4["transformer.wte.weight"])
+    assert not np.array_equal(np.stack(x3), np.stack(x4))          # the batches, not only the weights
