@@ -47,7 +47,33 @@ layer_norm_forward_kernel(const float* __restrict__ x, const float* __restrict__
         const float d = xr[c] - mu;
         ss += d * d;
     }
-    const float rs = rsqrtf(block_reduce_sum(ss, scratch) / C + eps);
+    const float var = block_reduce_sum(ss, scratch) / C;  // the same value in every thread
+    if (!(var <= 3.40282347e38f)) {  // inf or NaN (FLT_MAX, spelled out for the CPU emulator too)
+        // The float squares overflowed: |x - mean| above ~1e19 (LayerNorm is scale-invariant, so
+        // such a row is legitimate). Redo the row in double, like the NumPy reference and the
+        // Numba kernel, so every backend returns the normalised row. Rare: one thread does it.
+        // Every thread of the block takes this branch (var is block-uniform), so the barrier is safe.
+        __shared__ double stats[2];
+        if (threadIdx.x == 0) {
+            double s64 = 0.0, ss64 = 0.0;
+            for (int c = 0; c < C; ++c) s64 += (double)xr[c];
+            const double mu64 = s64 / C;
+            for (int c = 0; c < C; ++c) {
+                const double d = (double)xr[c] - mu64;
+                ss64 += d * d;
+            }
+            stats[0] = mu64;
+            stats[1] = 1.0 / sqrt(ss64 / C + (double)eps);
+            mean[row] = (float)mu64;
+            rstd[row] = (float)stats[1];
+        }
+        __syncthreads();
+        const double mu64 = stats[0], rs64 = stats[1];
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            yr[c] = (float)(((double)xr[c] - mu64) * rs64 * weight[c] + bias[c]);
+        return;
+    }
+    const float rs = rsqrtf(var + eps);
 
     for (int c = threadIdx.x; c < C; c += blockDim.x) yr[c] = (xr[c] - mu) * rs * weight[c] + bias[c];
     if (threadIdx.x == 0) {
@@ -74,7 +100,7 @@ layer_norm_backward_dx_kernel(const float* __restrict__ dy, const float* __restr
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         const float g = dyr[c] * weight[c];
         sum_g += g;
-        sum_gx += g * (xr[c] - mu) * rs;
+        sum_gx += g * ((xr[c] - mu) * rs);  // xhat first: x - mu may be ~1e20
     }
     const float mean_g = block_reduce_sum(sum_g, scratch) / C;
     const float mean_gx = block_reduce_sum(sum_gx, scratch) / C;
@@ -104,7 +130,7 @@ layer_norm_backward_params_partial_kernel(const float* __restrict__ dy, const fl
     for (long long r = row_begin; r < row_end; ++r) {
         const long long i = r * C + c;
         const float g = dy[i];
-        dw += g * (x[i] - mean[r]) * rstd[r];
+        dw += g * ((x[i] - mean[r]) * rstd[r]);  // xhat first: x - mean may be ~1e20
         db += g;
     }
     dweight_partial[(long long)chunk * C + c] = dw;
