@@ -80,6 +80,7 @@ def run_lock(run_dir):
     lock = Path(run_dir) / LOCK_FILE
     check_not_in_use(run_dir)
     atomic_write_text(lock, f"{os.getpid()}\n")
+    remove_stale_temps(run_dir)              # the folder is ours now: clear what killed writers left
     try:
         yield
     finally:
