@@ -127,3 +127,21 @@ def test_kernel_call_counts_reset_and_count_only_real_calls():
     minilm.set_backend("numpy")
     minilm.nn.functional.gelu(x)
     assert backend.kernel_call_counts() == {"gelu_forward": 1, "gelu_backward": 1}
+
+
+# ----- conftest's autouse fixture: no test inherits another's backend or random state ----------------
+# (The CLI's --backend used to leave the whole rest of the run on NumPy.) The two tests below run
+# in this order; the second also holds on its own.
+RUN_BACKEND = []
+
+
+def test_a_test_that_switches_the_backend_and_reseeds():
+    RUN_BACKEND.append(minilm.get_backend())
+    minilm.set_backend("numpy" if minilm.get_backend() != "numpy" else "numba")
+    minilm.manual_seed(12345)
+
+
+def test_the_next_test_gets_the_run_backend_and_a_freshly_seeded_generator():
+    from conftest import GLOBAL_SEED
+    assert minilm.get_backend() == (RUN_BACKEND[0] if RUN_BACKEND else minilm.get_backend())
+    assert minilm.random.default_generator().random() == np.random.default_rng(GLOBAL_SEED).random()
