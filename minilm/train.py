@@ -98,10 +98,16 @@ class Trainer:
         states go back to where it began) and is raised again.
         """
         start = self.random_states()        # to undo the step (Ctrl-C) or to replay it (NaN)
+        self.model.train()
+        batches, total_loss, tokens = [], 0.0, 0
         try:
-            batches = [self.train_batcher.next_batch() for _ in range(self.grad_accum)]
-            total_loss, tokens = self._accumulate_gradients(batches)
-        except KeyboardInterrupt:
+            for _ in range(self.grad_accum):
+                batches.append(self.train_batcher.next_batch())
+                loss, n = self.objective.loss(self.model, batches[-1])
+                (loss * (1.0 / self.grad_accum)).backward()
+                total_loss += float(loss.item()) / self.grad_accum
+                tokens += n
+        except KeyboardInterrupt:           # the weights are untouched: undo the draws, so a checkpoint is whole
             self.optimizer.zero_grad()
             self.load_random_states(start)
             self._at_boundary = True
@@ -120,16 +126,6 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
-        return total_loss, tokens
-
-    def _accumulate_gradients(self, batches):
-        self.model.train()
-        total_loss, tokens = 0.0, 0
-        for batch in batches:
-            loss, n = self.objective.loss(self.model, batch)
-            (loss * (1.0 / len(batches))).backward()
-            total_loss += float(loss.item()) / len(batches)
-            tokens += n
         return total_loss, tokens
 
     def _locate_non_finite(self, batches, start):

@@ -5,6 +5,7 @@ Half of the kills come from a timer (anywhere: start-up, tokenizer, training, me
 other half the process sends itself just before or just after its k-th os.replace, which puts
 them inside the tokenizer write, the metrics rewrite of a resume, and every rename of a save.
 """
+import io
 import json
 import os
 import shutil
@@ -145,7 +146,8 @@ def test_kill9_inside_every_write_of_a_resume_with_more_steps(tmp_path):
             step = check_after_kill(run, cfg, 8)
             config_steps = load_checkpoint(find_checkpoint(run)).config["pretrain"]["steps"]
             assert (step, config_steps) in ((8, 8), (9, 12))            # one save or the other, never a mix
-            assert wait(start(cfg, resume=True)) == 0
+            trainer, _ = prepare(PretrainConfig(**cfg), resume=True, progress_stream=io.StringIO())
+            trainer.fit()                                                # resumes (here, in this process)
             assert checkpoint_step(run) == 12
 
 
