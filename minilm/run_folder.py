@@ -64,7 +64,13 @@ def existing_entries(run_dir):
 
 
 def check_not_in_use(run_dir):
-    """Refuse a run folder that another live process is training in (its pid is in .minilm.lock)."""
+    """Refuse a run folder that another live process is training in (its pid is in .minilm.lock).
+
+    Only where a pid can be checked (POSIX): elsewhere a lock left by a killed
+    process could never be told from a live one, so the lock is not enforced.
+    """
+    if os.name != "posix":
+        return
     lock = Path(run_dir) / LOCK_FILE
     try:
         pid = int(lock.read_text().strip())
@@ -94,9 +100,11 @@ def run_lock(run_dir):
 def clear_run_folder(run_dir):
     """Delete minilm's files from a run folder (for --overwrite), the checkpoint first.
 
-    The checkpoint goes first, by one rename to a temporary name: from that moment
-    nothing can load the old weights, whatever happens to the other files.
-    Files minilm did not write are left alone.
+    The checkpoint copies go first, each by one rename to a temporary name: once
+    they are gone nothing can load the old weights, whatever happens to the other
+    files (and until then the old tokenizer.json is still there, and its
+    fingerprint in the checkpoint refuses any other). Files minilm did not write
+    are left alone.
     """
     run_dir = Path(run_dir)
     for name in MINILM_FILES:
