@@ -206,8 +206,7 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
         raise ValueError("--resume continues the run in the folder and --overwrite deletes it: give one of them")
     out = Path(cfg.out_dir)
     if resume:
-        cfg, saved_config = _resumed_config(cfg, out, {"steps"} if explicit is None else set(explicit),
-                                            progress_stream)
+        cfg = _resumed_config(cfg, out, {"steps"} if explicit is None else set(explicit), progress_stream)
     else:
         cfg.check()
         _claim_run_folder(out, overwrite)
@@ -215,12 +214,12 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
     text = load_text(cfg)
     tok_path = out / TOKENIZER_FILE
     tokenizer = load_tokenizer(tok_path) if resume else build_tokenizer(cfg, text)
-    if not resume:
+    model = build_model(cfg, tokenizer.vocab_size)
+    batcher, val, objective = build_data(cfg, tokenizer, text, model)
+    if not resume:                              # the first file of the run: a run that cannot start writes none
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(tok_path) as tmp:     # before any checkpoint, so a checkpoint always finds its tokenizer
             tokenizer.save(tmp)
-    model = build_model(cfg, tokenizer.vocab_size)
-    batcher, val, objective = build_data(cfg, tokenizer, text, model)
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
               "model_config": dataclasses.asdict(model.config), "tokenizer_sha256": tokenizer_sha256(tok_path)}
     trainer = Trainer(model, objective, batcher, val, out_dir=out, steps=cfg.steps, lr=cfg.lr,
@@ -279,7 +278,7 @@ def _resumed_config(cfg, out, explicit, progress_stream):
     if changes:
         print("resume: " + ", ".join(f"{k} {getattr(saved, k)} -> {v}" for k, v in changes.items()),
               file=progress_stream or sys.stderr)
-    return resumed, saved
+    return resumed
 
 
 def read_run_config(folder, config):

@@ -160,6 +160,14 @@ def test_a_new_run_refuses_a_used_folder_unless_overwrite(run, corpus, capsys):
     assert not np.array_equal(before["model.transformer.wte.weight"], after["model.transformer.wte.weight"])
 
 
+def test_a_run_that_cannot_start_leaves_its_folder_empty(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 2)
+    with pytest.raises(ValueError, match="fewer than seq_len"):
+        prepare(tiny(short, tmp_path / "run"), progress_stream=io.StringIO())
+    assert not (tmp_path / "run").exists() or list((tmp_path / "run").iterdir()) == []
+
+
 def test_resume_without_a_checkpoint_says_so(corpus, tmp_path):
     with pytest.raises(RunFolderError, match="no checkpoint to resume from"):
         prepare(tiny(corpus, tmp_path / "none"), resume=True)
