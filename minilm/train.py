@@ -55,6 +55,9 @@ def module_generators(model):
     return found
 
 
+_NOT_INSTALLED = object()       # fit() ran outside the main thread: no Ctrl-C handler to restore
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and, if it can, the op that made it."""
 
@@ -202,7 +205,7 @@ class Trainer:
             raise
         finally:
             self._stop_requested = False
-            if previous_handler is not None:
+            if previous_handler is not _NOT_INSTALLED:
                 signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         return self.history
@@ -211,10 +214,10 @@ class Trainer:
         """Make the first Ctrl-C a request to stop at the next step boundary; returns the old handler.
 
         Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps
-        its default (a KeyboardInterrupt in the main thread), and None is returned.
+        its default (a KeyboardInterrupt in the main thread), and _NOT_INSTALLED is returned.
         """
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return _NOT_INSTALLED
 
         def request_stop(signum, frame):
             if self._stop_requested:
@@ -223,7 +226,8 @@ class Trainer:
             # os.write, not print: the handler may run while the progress bar is mid-write
             os.write(2, b"\nCtrl-C: finishing this step, then saving (Ctrl-C again to stop at once)\n")
 
-        return signal.signal(signal.SIGINT, request_stop)
+        previous = signal.signal(signal.SIGINT, request_stop)
+        return signal.default_int_handler if previous is None else previous   # None: one set outside Python
 
     def evaluate(self):
         self.model.eval()

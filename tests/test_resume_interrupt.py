@@ -143,3 +143,23 @@ def test_sigint_at_many_random_moments_then_resume_is_exact(reference):
     assert sum(interrupted) >= 10
     for k, (where, at) in enumerate([("evaluate", 1), ("evaluate", 4), ("save", 1), ("save", 4), ("next_batch", 2)]):
         assert interrupt_and_resume(reference, f"slow-self-{k}", self_interrupt=[where, at, 1 + k % 2])
+
+
+def test_fit_restores_the_previous_ctrl_c_handler_and_runs_outside_the_main_thread(tmp_path):
+    import io
+    import threading
+
+    from minilm.pretrain import PretrainConfig, prepare
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    before = signal.getsignal(signal.SIGINT)
+    cfg = PretrainConfig(**{**config(tmp_path / "corpus.txt", tmp_path / "main"), "steps": 2})
+    trainer, _ = prepare(cfg, progress_stream=io.StringIO())
+    trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is before
+    results = []
+    cfg = PretrainConfig(**{**config(tmp_path / "corpus.txt", tmp_path / "thread"), "steps": 2})
+    worker = threading.Thread(target=lambda: results.append(prepare(cfg, progress_stream=io.StringIO())[0].fit()))
+    worker.start()
+    worker.join()
+    assert len(results) == 1 and [r["step"] for r in results[0]] == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is before
