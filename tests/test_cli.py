@@ -81,7 +81,8 @@ def test_resume_continues_from_the_checkpoint_with_the_losses_of_an_uninterrupte
     assert main(common + ["--steps", "6", "--out", str(part)]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", "--steps", "10", "--out", str(part), "--backend", "numpy"]) == 0
-    assert "from step 6 to 10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "from step 6 to 10" in err and "steps 6 -> 10" in err      # the new total is reported
     resumed, uninterrupted = read_metrics(part), read_metrics(full)
     assert [r["step"] for r in resumed] == list(range(1, 11))
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in uninterrupted]
