@@ -254,8 +254,8 @@ def cmd_generate(args):
     from minilm.generate import TextStreamer, generate
     from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
-    if config["model_type"] != "gpt":
-        raise ValueError(f"{args.run} holds a {config['model_type']} model; "
+    if config["pretrain"]["model"] != "gpt":          # (checked by load_pretrained: "gpt" or "bert")
+        raise ValueError(f"{args.run} holds a {config['pretrain']['model']} model; "
                          f"generation needs a GPT (use fill-mask for BERT)")
     prompt = tokenizer.encode(args.prompt)
     for k in range(args.num_samples):
@@ -291,8 +291,8 @@ def cmd_fill_mask(args):
     from minilm.autograd import no_grad
     from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
-    if config["model_type"] != "bert":
-        raise ValueError(f"{args.run} holds a {config['model_type']} model; fill-mask needs a BERT")
+    if config["pretrain"]["model"] != "bert":
+        raise ValueError(f"{args.run} holds a {config['pretrain']['model']} model; fill-mask needs a BERT")
     if "[MASK]" not in args.text:
         raise ValueError("the text has no [MASK]")
     # Byte-level BPE tokens carry their leading space (" return"), and masking replaced such a
@@ -339,8 +339,8 @@ def cmd_info(args):
     if args.run is None:
         raise ValueError("give a run folder, or --presets to list the model sizes")
     model, tokenizer, config = load_pretrained(args.run)
-    print(f"model: {config['model_type']}")
-    for k, v in config["model_config"].items():
+    print(f"model: {config['pretrain']['model']}")
+    for k, v in dataclasses.asdict(model.config).items():      # the model as built from the checked config
         print(f"  {k}: {v}")
     print(f"parameters: {model.num_parameters():,}")
     print(f"tokenizer: {type(tokenizer).__name__}, vocab {tokenizer.vocab_size}")
@@ -363,8 +363,6 @@ def describe_error(err, args):
         text = f"{err.strerror}: {path}{hint}" if path else f"{err.strerror}{hint}"
     else:
         text = str(err) or type(err).__name__
-        if isinstance(err, KeyError):          # KeyError's str() is the repr of the key
-            text = f"missing entry {text}"
     return " ".join(text.split("\n"))
 
 
@@ -375,7 +373,7 @@ def main(argv=None):
     handlers = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
                 "fill-mask": cmd_fill_mask, "info": cmd_info}
     # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
-    user_errors = (ValueError, KeyError, OSError, TrainingDiverged, DownloadError)
+    user_errors = (ValueError, OSError, TrainingDiverged, DownloadError)
     try:
         if getattr(args, "backend", None):
             import minilm
@@ -385,6 +383,12 @@ def main(argv=None):
         sys.stdout.flush()
         print(f"minilm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`minilm generate ... | head`): stop quietly, as
+        # `cat` does; stdout goes to /dev/null so that Python's final flush does not complain
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except user_errors as err:
         sys.stdout.flush()
         print(f"minilm {args.command}: error: {describe_error(err, args)}", file=sys.stderr)

@@ -353,3 +353,22 @@ def test_as_a_real_process(good_run, tmp_path):
     (run / "checkpoint" / "config.json").write_text("[1, 2]")
     result = _cli("generate", str(run), cwd=tmp_path)
     assert_one_line_error(result.returncode, result.stderr, "config.json")
+
+
+def test_ctrl_c_as_a_real_process_keeps_the_streamed_text(good_run, tmp_path):
+    """SIGINT while generating: exit code 130, one line on stderr, the text so far on stdout."""
+    import signal
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, "-m", "minilm.cli", "generate", str(good_run), "--prompt", "Py",
+                                "--max-new-tokens", str(cli.MAX_NEW_TOKENS)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    try:
+        first = process.stdout.read(12)                      # streamed: arrives long before the 100,000th token
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    out = (first + rest).decode()
+    assert process.returncode == 130, err
+    assert err.decode().splitlines()[-1] == "minilm generate: interrupted" and b"Traceback" not in err
+    assert out.startswith("Py") and 12 <= len(out) < cli.MAX_NEW_TOKENS
