@@ -182,3 +182,40 @@ def test_a_checkpoint_folder_replaced_with_atomic_folder_is_never_mixed(tmp_path
     ck = load_checkpoint(tmp_path / "ckpt")
     assert ck.config == {"v": 1} and ck.extra_state == {"step": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_reader_never_sees_a_mix_while_a_writer_replaces_the_folder(tmp_path):
+    """`minilm generate` on a run that is still training: every load is one whole save."""
+    import threading
+
+    from minilm.io.atomic import atomic_folder
+    target = tmp_path / "ckpt"
+
+    def save(k):
+        with atomic_folder(target) as tmp:
+            save_checkpoint(tmp, {"w": np.full((64, 64), k, np.float32)}, {"k": k}, {"k": k})
+
+    save(0)
+    stop = threading.Event()
+
+    def writer():
+        k = 0
+        while not stop.is_set():
+            k += 1
+            save(k)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = set()
+        for _ in range(3000):
+            if len(seen) > 20:             # the reads overlapped many saves
+                break
+            ck = load_checkpoint(target)
+            k = ck.config["k"]
+            assert ck.extra_state["k"] == k and np.all(ck.tensors["w"] == k)
+            seen.add(k)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) > 20

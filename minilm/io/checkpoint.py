@@ -135,11 +135,43 @@ def load_checkpoint(folder_or_path: str | os.PathLike, *, weights_name: str = WE
     missing, from the copy in the safetensors metadata; if both exist and differ,
     ValueError (the folder mixes two saves). ``extra_state`` is ``{}`` for files
     not written by minilm.
+
+    A folder is read as ``completed_folder`` finds it (the newest complete copy,
+    also while ``atomic_folder`` is replacing it). If a writer replaces it while
+    we read, the weights file changes under us: then it is read again.
     """
-    folder, weights_path = _split_target(folder_or_path, weights_name)
-    if not weights_path.is_file() and Path(folder_or_path).suffix != ".safetensors":
-        folder = completed_folder(folder)        # a folder replaced by atomic_folder, caught mid-swap
+    if Path(folder_or_path).suffix == ".safetensors":
+        return _load_once(*_split_target(folder_or_path, weights_name))
+    for attempt in range(5):
+        folder = completed_folder(folder_or_path)
         weights_path = folder / weights_name
+        if not weights_path.is_file():
+            if attempt == 4:
+                return _load_once(folder, weights_path)      # raises: no weights file
+            continue                                         # (or a writer just deleted the copy we found)
+        before = None
+        try:
+            before = os.stat(weights_path)
+            ckpt = _load_once(folder, weights_path)
+        except (FileNotFoundError, ValueError):             # e.g. config.json of the next save: "mixes two saves"
+            if attempt == 4 or not _replaced(weights_path, before):
+                raise
+            continue
+        if not _replaced(weights_path, before):
+            return ckpt
+    return ckpt
+
+
+def _replaced(path: Path, before: os.stat_result | None) -> bool:
+    """Whether the file at ``path`` is no longer the one ``before`` described (a writer swapped the folder)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return before is None or (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns)
+
+
+def _load_once(folder: Path, weights_path: Path) -> Checkpoint:
     if not weights_path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no weights file {str(weights_path)!r}")
     metadata = load_metadata(weights_path)
