@@ -15,7 +15,6 @@ damaged file, a full disk, a corpus that cannot be downloaded) ends with one lin
 import argparse
 import dataclasses
 import errno
-import json
 import math
 import sys
 
@@ -79,6 +78,7 @@ class _Typed(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
         namespace.typed = getattr(namespace, "typed", frozenset()) | {self.dest}
+
 
 HELP = {
     "model": "model family: 'gpt' trains with the autoregressive (next-token) objective, "
@@ -220,8 +220,11 @@ def cmd_train(args):
                            rng=np.random.default_rng(k))
             bar.write("--- sample ---\n" + tokenizer.decode(out[0, len(prompt):].tolist()) + "\n--------------")
 
+    typed = set(args.typed) & set(fields)
+    if args.preset == "auto":
+        typed.discard("preset")       # "auto" asks for no particular size: --resume keeps the saved one
     trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples, overwrite=args.overwrite,
-                                 explicit=set(args.typed) & set(fields))
+                                 explicit=typed)
     cfg = PretrainConfig.from_dict(trainer.config["pretrain"]) if "pretrain" in trainer.config else cfg
     model = trainer.model
     print(f"minilm train: {cfg.model} '{cfg.preset}' with {model.num_parameters():,} parameters, "
