@@ -251,6 +251,16 @@ def test_an_existing_run_needs_resume_or_overwrite(good_run, corpus, tmp_path, c
     assert main(argv + ["--overwrite"]) == 0
 
 
+def test_resume_refuses_the_options_typed_that_would_change_the_run(run_copy, corpus, capsys):
+    """The options typed reach prepare(explicit=...): a changed width is refused, not silently ignored
+    (with explicit=None it would be); options typed with the run's own values (TINY) are no change."""
+    argv = ["train", "--corpus", corpus, "--out", str(run_copy), "--resume"] + TINY
+    rc, _, err = run_main(argv + ["--steps", "3", "--n-embd", "32"], capsys)
+    assert_one_line_error(rc, err, "--n-embd 32", "--resume cannot change")
+    assert main(argv + ["--steps", "3"]) == 0
+    assert json.loads((run_copy / "checkpoint" / "config.json").read_text())["pretrain"]["steps"] == 3
+
+
 # ----- Ctrl-C -------------------------------------------------------------------------------------------
 def test_ctrl_c_keeps_the_text_generated_so_far(good_run, capsys, monkeypatch):
     import minilm.generate as gen
