@@ -238,3 +238,22 @@ def test_a_barrier_that_some_threads_skip_is_reported(tmp_path):
 
 def test_build_cache_reuses_the_library(emu):
     assert emu_runtime.build_library() == emu.library
+
+
+def test_layer_norm_rows_whose_float32_variance_overflows(emu):
+    """Rows of scale 1e20 (x^2 ~ 1e40 > float32's 3.4e38) are normalised like any other row,
+    forward and backward, as the NumPy reference and the Numba kernel do (the kernel redoes
+    such a row in double)."""
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((4, 200)).astype(np.float32)
+    x[1:3] *= np.float32(1e20)
+    dy = rng.standard_normal((4, 200)).astype(np.float32)
+    weight, bias = rng.standard_normal(200).astype(np.float32), rng.standard_normal(200).astype(np.float32)
+    y, mean, rstd = layer_norm.layer_norm_forward_on(emu, x, weight, bias)
+    dx, dweight, dbias = layer_norm.layer_norm_backward_on(emu, dy, x, weight, mean, rstd)
+    want = parity.reference.layer_norm(x, weight, bias, 1e-5, dy)
+    for name, got, ref in zip(("y", "mean", "rstd", "dx", "dweight", "dbias"),
+                              (y, mean, rstd, dx, dweight, dbias), want):
+        assert np.all(np.isfinite(got)), f"layer_norm at scale 1e20: {name} is not finite"
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max(),
+                                   err_msg=f"layer_norm at scale 1e20: {name}")
