@@ -21,7 +21,7 @@ from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_t
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, TOKENIZER_FILE, RunFolderError, check_tokenizer
 from minilm.run_folder import check_not_in_use, clear_run_folder, existing_entries, fail, find_checkpoint
-from minilm.run_folder import tokenizer_sha256
+from minilm.run_folder import load_weights, tokenizer_sha256
 from minilm.train import Trainer
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -318,6 +318,6 @@ def load_pretrained(folder):
     check_tokenizer(ckpt.config, run_dir / TOKENIZER_FILE, config_file)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     model = build_model(cfg, tokenizer.vocab_size)
-    model.load_state_dict(take_prefix("model.", ckpt.tensors))
+    load_weights(model, take_prefix("model.", ckpt.tensors), ckpt.path)
     model.eval()
     return model, tokenizer, ckpt.config

@@ -45,6 +45,14 @@ def fail(file, field, problem):
     raise RunFolderError(f"{file}: {field} {problem}" if field else f"{file}: {problem}")
 
 
+def load_weights(model, state, file):
+    """model.load_state_dict(state); a checkpoint whose tensors do not fit its own config is a RunFolderError."""
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as err:
+        fail(file, "", f"the weights do not fit the model its config.json describes: {err.args[0] if err.args else err}")
+
+
 # ----- the folder as a whole ------------------------------------------------------------------
 def find_checkpoint(run_dir):
     """The folder holding the run's newest complete checkpoint, or None."""

@@ -37,7 +37,7 @@ from minilm.optim import AdamW, clip_grad_norm_, flatten_optimizer_state, param_
 from minilm.optim import unflatten_optimizer_state, warmup_cosine
 from minilm.progress import ProgressBar
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, RunFolderError, check_training_state
-from minilm.run_folder import find_checkpoint, read_metrics, run_lock
+from minilm.run_folder import find_checkpoint, load_weights, read_metrics, run_lock
 
 
 def module_generators(model):
@@ -284,7 +284,7 @@ class Trainer:
         if step > self.steps:
             raise RunFolderError(f"{file}: the checkpoint is at step {step}, past steps={self.steps}; "
                                  f"give at least --steps {step}")
-        self.model.load_state_dict(take_prefix("model.", ckpt.tensors))
+        load_weights(self.model, take_prefix("model.", ckpt.tensors), file)
         try:
             self.optimizer.load_state_dict(unflatten_optimizer_state(optim_tensors, extra["optimizer"]))
         except ValueError as err:

@@ -193,6 +193,17 @@ def test_a_tokenizer_that_is_not_the_checkpoints_is_refused(run, corpus):
         load_pretrained(run)
 
 
+def test_weights_that_do_not_fit_their_config_name_the_file_and_tensor(run, corpus):
+    ck = load_checkpoint(run / "checkpoint")
+    tensors = {**ck.tensors, "model.transformer.wte.weight": ck.tensors["model.transformer.wte.weight"][:5]}
+    save_checkpoint(run / "checkpoint", tensors, ck.config, ck.extra_state)
+    for attempt in (lambda: load_pretrained(run),
+                    lambda: prepare(tiny(corpus, run, steps=4), resume=True, progress_stream=io.StringIO())):
+        with pytest.raises(RunFolderError, match=r"model.safetensors: the weights do not fit .*transformer.wte.weight: "
+                                                 r"checkpoint \(5, 24\) vs model"):
+            attempt()
+
+
 # ----- --resume: which settings may change ----------------------------------------------------------
 def test_resume_refuses_contradicting_flags_naming_them_and_reports_allowed_changes(run, corpus):
     given = tiny(corpus, run, steps=5, n_embd=64, preset="mini", lr=5.0, eval_interval=2)
