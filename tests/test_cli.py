@@ -60,6 +60,9 @@ def test_train_generate_eval_info_for_gpt(corpus, tmp_path, capsys):
                                   rng=np.random.default_rng(0)) + "\n"        # the default --seed is 0
     assert second == seed1                                                   # sample k uses seed + k
     assert first != second
+    assert main(["generate", run, "--prompt", "Python ", "--max-new-tokens", "20", "--top-p", "0.9"]) == 0
+    assert capsys.readouterr().out == generate_text(model, tok, "Python ", 20, top_p=0.9,
+                                                    rng=np.random.default_rng(0)) + "\n"
     assert main(["eval", run, "--batches", "2"]) == 0
     assert "val_loss" in capsys.readouterr().out
     assert main(["info", run]) == 0

@@ -475,3 +475,17 @@ def test_lr_scheduler_matches_torch_lambdalr():
         topt.step()
         ours.step()
         theirs.step()
+
+
+def test_duck_typed_parameters_and_the_repr():
+    """Anything with .data and .grad is a parameter (no requires_grad attribute needed: it then updates)."""
+    from types import SimpleNamespace
+    p = SimpleNamespace(data=np.ones(3), grad=np.full(3, 2.0))
+    q = SimpleNamespace(data=np.ones((2, 2)), grad=np.ones((2, 2)))
+    opt = SGD([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1)
+    opt.step()
+    np.testing.assert_allclose(p.data, 1 - 0.1 * 2.0)
+    np.testing.assert_allclose(q.data, 1 - 0.5)
+    text = repr(opt)
+    assert text.startswith("SGD (") and "group 0: 1 params" in text and "group 1: 1 params" in text
+    assert "lr=0.5" in text

@@ -185,3 +185,7 @@ def test_textbook_example():
     assert merges == brute_force_merges("aaabdaaabac", 3, min_frequency=1)
     # weights: a word seen 10 times outweighs one seen once
     assert learn_merges({b"xy": 10, b"ab": 1}, 1) == [(ord("x"), ord("y"))]
+
+
+def test_repr_names_the_sizes(trained):
+    assert repr(trained) == f"ByteLevelBPE(vocab_size={trained.vocab_size}, merges=400, special_tokens=['{EOT}'])"
