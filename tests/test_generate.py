@@ -125,3 +125,20 @@ def test_generate_text_decodes_the_generated_ids():
     text = generate_text(model, tok, "abc", max_new_tokens=9, greedy=True)
     ids = generate(model, np.array([tok.encode("abc")]), 9, greedy=True)
     assert text == tok.decode(ids[0].tolist()) and text.startswith("abc") and len(text) == 12
+
+
+def test_the_kv_cache_is_on_by_default_and_feeds_one_token_per_step():
+    model = tiny_gpt(block=16)
+    fed = []
+    real_forward = model.forward
+
+    def spy(ids, *args, **kwargs):
+        fed.append(np.shape(ids)[1])
+        return real_forward(ids, *args, **kwargs)
+
+    model.forward = spy
+    generate(model, np.array([[1, 2, 3]]), 4, greedy=True)
+    assert fed == [3, 1, 1, 1]                       # the prompt once, then only the newest token
+    fed.clear()
+    generate(model, np.array([[1, 2, 3]]), 4, greedy=True, use_cache=False)
+    assert fed == [3, 4, 5, 6]
