@@ -86,7 +86,7 @@ HELP = {
     "preset": f"size preset: 'auto' (= {DEFAULT_PRESET['gpt']} for gpt, {DEFAULT_PRESET['bert']} for bert), "
               f"gpt: {', '.join(GPT_PRESETS)}; bert: {', '.join(BERT_PRESETS)} (sizes: `minilm info --presets`)",
     "corpus": "built-in corpus (pydoc, stdlib, wordnet, fortunes) or a path to a text file or folder",
-    "max_chars": "use only the first N characters of the corpus (0 = all); only that much is read",
+    "max_chars": "use only the start of the corpus: at most N characters, cut after the last whole line (0 = all); only that much is read",
     "tokenizer": "'char' (one id per character) or 'bpe' (byte-level BPE trained on the corpus; BERT needs it)",
     "vocab_size": "BPE vocabulary size",
     "seq_len": "context length in tokens (0 = the preset's)",

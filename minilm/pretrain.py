@@ -105,9 +105,9 @@ def objective_for(model_name):
 
 # ----- text and tokenizer ---------------------------------------------------------------
 def load_text(cfg):
-    text = load_corpus(cfg.corpus)
-    if cfg.max_chars:
-        text = text[: cfg.max_chars]
+    # load_corpus reads a file or folder only as far as max_chars needs (not the whole file first),
+    # and cuts after the last whole line that fits.
+    text = load_corpus(cfg.corpus, max_chars=cfg.max_chars or None)
     if len(text.strip()) == 0:
         raise ValueError(f"corpus {cfg.corpus!r} is empty")
     return text

@@ -305,6 +305,16 @@ def test_max_chars_reads_only_what_it_needs(tmp_path):
     with pytest.raises(ValueError, match="max_chars"):
         load_corpus(big, max_chars=-1)
 
+    # the pretraining recipe (what `minilm train --max-chars` runs) reads no more than that either
+    from minilm.pretrain import PretrainConfig, load_text
+    tracemalloc.start()
+    try:
+        text = load_text(PretrainConfig(corpus=str(big), max_chars=20_000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == line * (20_000 // len(line)) and peak < 1_000_000, peak
+
 
 def test_downloads_stop_at_max_bytes(tmp_path):
     import http.server

@@ -259,8 +259,9 @@ class ByteLevelBPE:
             raise bad("merges", str(err).removeprefix("ByteLevelBPE: ")) from None
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=True)
+        # atomically: a crash mid-write leaves the old file, never a torn one
+        from minilm.io.atomic import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ByteLevelBPE":

@@ -287,8 +287,9 @@ class WordPieceTokenizer:
         return cls(vocab, source=source, **options)
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
+        # atomically: a crash mid-write leaves the old file, never a torn one
+        from minilm.io.atomic import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
