@@ -151,3 +151,11 @@ def test_fused_ops_go_through_the_detector_without_false_alarms():
         with pytest.raises(AnomalyError) as info:
             x * 3e38                                     # float32 overflow: Mul is the birthplace
     assert info.value.op == "Mul" and np.isfinite(x.grad).all()
+
+
+def test_a_non_finite_constant_is_not_blamed_on_the_op_in_backward():
+    """x * nan: the NaN comes from the constant, so neither Mul.forward nor Mul.backward is its birthplace."""
+    x = minilm.Tensor(np.ones((2, 3)), requires_grad=True)
+    with minilm.detect_anomaly():
+        (x * float("nan")).sum().backward()
+    assert np.isnan(x.grad).all()

@@ -80,8 +80,11 @@ def _first_nonfinite(xp, values):
 
 def check_forward(op, arrays, options, out):
     """Called by Function.apply while detect_anomaly is on."""
+    # Remember whether every input, constants and options included, was finite: backward
+    # sees only the Tensor inputs, and must not blame x * nan for the NaN of its constant.
+    op.anomaly_inputs_finite = _first_nonfinite(op.xp, list(arrays) + list(options.values())) is None
     found = _first_nonfinite(op.xp, [out])
-    if found is None or _first_nonfinite(op.xp, list(arrays) + list(options.values())) is not None:
+    if found is None or not op.anomaly_inputs_finite:
         return
     shapes = tuple(tuple(a.shape) for a in arrays if hasattr(a, "shape"))
     raise AnomalyError(op.name, "forward", shapes, _state["step"], found)
@@ -90,7 +93,7 @@ def check_forward(op, arrays, options, out):
 def check_backward(op, grad_output, input_grads):
     """Called by Tensor.backward for each op while detect_anomaly is on."""
     found = _first_nonfinite(op.xp, [g for g in input_grads if g is not None])
-    if found is None:
+    if found is None or not getattr(op, "anomaly_inputs_finite", True):
         return
     inputs = [t.data for t in op.inputs if t is not None]
     if _first_nonfinite(op.xp, [grad_output] + inputs) is not None:
