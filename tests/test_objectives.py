@@ -101,6 +101,23 @@ def test_mlm_metrics_without_baseline_or_mask_id_and_with_no_graded_tokens():
         MaskedLM().evaluate(model, batches[2:])
 
 
+def test_accuracy_at_mask_is_left_out_when_no_graded_token_shows_mask():
+    model, batches = tiny_bert(), mlm_batches()
+    for b in batches:
+        b["input_ids"] = np.where(b["labels"] != -100, b["labels"], b["input_ids"])   # all "unchanged"
+    got = MaskedLM(mask_token_id=MASK).evaluate(model, batches)
+    assert "mlm_acc" in got and "mlm_acc_at_mask" not in got
+
+
+def test_perplexity_of_a_diverged_model_is_capped_not_an_overflow():
+    class Exploded:
+        def __call__(self, x, targets=None):
+            return None, np.float64(800.0)           # exp(800) overflows a float
+
+    got = AutoregressiveLM().evaluate(Exploded(), [(np.zeros((1, 2)), np.zeros((1, 2), dtype=np.int64))])
+    assert got["val_loss"] == 800.0 and got["val_ppl"] == pytest.approx(math.exp(50.0))
+
+
 def test_mlm_loss_is_the_models_loss_and_counts_the_real_tokens():
     model, batch = tiny_bert(), dict(mlm_batches()[0])
     batch["attention_mask"] = batch["attention_mask"].copy()

@@ -420,6 +420,12 @@ def test_schedule_errors():
         warmup_linear(-1, base_lr=1.0, warmup_steps=1, max_steps=10)
     with pytest.raises(ValueError, match="min_lr"):
         warmup_cosine(0, base_lr=1.0, warmup_steps=1, max_steps=10, min_lr=2.0)
+    # the scheduler checks its arguments when built, naming itself (not the function it calls later)
+    opt = SGD(make_params(), lr=0.1)
+    with pytest.raises(ValueError, match="WarmupCosine: max_steps=5 must be larger than warmup_steps=10"):
+        WarmupCosine(opt, warmup_steps=10, max_steps=5)
+    with pytest.raises(ValueError, match="WarmupCosine: warmup_steps"):
+        WarmupCosine(opt, warmup_steps=-1, max_steps=5)
 
 
 def test_warmup_cosine_scheduler_drives_groups():

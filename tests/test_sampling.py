@@ -161,6 +161,9 @@ def test_sample_next_token_errors():
     z = np.zeros(5)
     with pytest.raises(ValueError, match="temperature"):
         sample_next_token(z, rng, temperature=-0.1)
+    for bad in (True, "1.0", None):                   # not numbers (True would silently mean 1.0)
+        with pytest.raises(TypeError, match="temperature"):
+            sample_next_token(z, rng, temperature=bad)
     with pytest.raises(ValueError, match="top_k"):
         sample_next_token(z, rng, top_k=0)
     with pytest.raises(ValueError, match="top_p"):
