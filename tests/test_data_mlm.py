@@ -206,3 +206,11 @@ def test_batcher_errors_and_empty_sentences():
         batcher([[5]], max_len=2)
     b = batcher([[], [5, 6], []])
     assert b.num_dropped_empty == 2 and len(b.units) == 1
+
+
+def test_the_smallest_max_len_holds_one_token():
+    """max_len = 3 is allowed: [CLS] one token [SEP]; longer sentences are cut to that token."""
+    b = batcher([[5, 6, 7], [8]], batch_size=2, max_len=3)
+    assert [u.tolist() for u in b.units] == [[CLS, 5, SEP], [CLS, 8, SEP]]
+    with pytest.raises(ValueError, match="max_len"):
+        batcher([[5]], batch_size=1, max_len=2)

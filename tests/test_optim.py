@@ -360,6 +360,10 @@ def test_param_groups_for_weight_decay():
     assert ids(from_dict[0]["params"]) == ids(decay["params"])
     with pytest.raises(TypeError, match="pairs"):
         param_groups_for_weight_decay(list(named), 0.1)
+    none = param_groups_for_weight_decay(named, 0)                   # 0 is allowed: no decay at all
+    assert none[0]["weight_decay"] == 0.0 and ids(none[0]["params"]) == ids(decay["params"])
+    with pytest.raises(ValueError, match="weight_decay"):
+        param_groups_for_weight_decay(named, -0.1)
 
 
 # ----- clip_grad_norm_ --------------------------------------------------------------------
