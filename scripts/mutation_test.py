@@ -43,9 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 # area -> (source files, test files that should catch a bug in them). Test files that do
 # not exist in the copied tree (e.g. new ones, in the "before" tree) are skipped.
 AREAS = {
-    "train": (["minilm/train.py"], ["tests/test_trainer_exact.py", "tests/test_train.py"]),
+    "train": (["minilm/train.py"], ["tests/test_trainer_exact.py", "tests/test_train.py",
+                                    "tests/test_resume_interrupt.py"]),
     "pretrain": (["minilm/pretrain.py"], ["tests/test_trainer_exact.py", "tests/test_train.py",
-                                          "tests/test_cli.py"]),
+                                          "tests/test_cli.py", "tests/test_run_folder.py"]),
     "cli": (["minilm/cli.py"], ["tests/test_cli.py", "tests/test_cli_errors.py"]),
     "generate": (["minilm/generate.py"], ["tests/test_generate.py", "tests/test_train.py",
                                           "tests/test_generate_stream.py"]),
@@ -61,7 +62,8 @@ AREAS = {
                     "minilm/tokenizers/wordpiece.py", "minilm/tokenizers/bert_basic.py",
                     "minilm/tokenizers/bert_inputs.py"],
                    ["tests/test_pretokenize_golden.py", "tests/test_tokenizer_bpe.py",
-                    "tests/test_tokenizer_char.py", "tests/test_tokenizer_wordpiece.py"]),
+                    "tests/test_tokenizer_char.py", "tests/test_tokenizer_wordpiece.py",
+                    "tests/test_tokenizer_files.py"]),
 }
 
 # Issue 15's named mutations: (area, file, original text, mutated text).
