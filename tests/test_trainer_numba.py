@@ -45,40 +45,13 @@ def corpus(tmp_path):
 
 
 class KernelCalls:
-    """Counts the kernel calls on the active backend: minilm.backend.kernel_call_counts() where it
-    exists, otherwise by wrapping backend.get_kernel (counting the kernels it hands out)."""
-
-    def __init__(self, monkeypatch):
-        self._own = None
-        if not hasattr(backend, "kernel_call_counts"):
-            self._own = {}
-            real = backend.get_kernel
-
-            def counting_get_kernel(name, *arrays):
-                kernel = real(name, *arrays)
-                if kernel is not None:
-                    self._own[name] = self._own.get(name, 0) + 1
-                return kernel
-
-            monkeypatch.setattr(backend, "get_kernel", counting_get_kernel)
-            for module in _modules_that_imported_get_kernel():
-                monkeypatch.setattr(module, "get_kernel", counting_get_kernel)
+    """The kernel calls on the active backend, from minilm.backend's counters."""
 
     def reset(self):
-        if self._own is None:
-            backend.reset_kernel_call_counts()
-        else:
-            self._own.clear()
+        backend.reset_kernel_call_counts()
 
     def counts(self):
-        return dict(backend.kernel_call_counts() if self._own is None else self._own)
-
-
-def _modules_that_imported_get_kernel():
-    import sys
-    return [m for name, m in list(sys.modules.items())
-            if name.startswith("minilm") and m is not None and getattr(m, "get_kernel", None) is backend.get_kernel
-            and m is not backend]
+        return backend.kernel_call_counts()
 
 
 def on_backend(name, fn):
@@ -93,8 +66,8 @@ def on_backend(name, fn):
 
 
 @pytest.fixture
-def calls(monkeypatch):
-    return KernelCalls(monkeypatch)
+def calls():
+    return KernelCalls()
 
 
 def gpt_config(corpus, out, **kw):
