@@ -241,9 +241,10 @@ def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
     batches = make_batches(4)
     model = new_model()
     model.eval()                                               # the Trainer must switch it itself
+    progress = io.StringIO()
     trainer = Trainer(model, objective, FixedBatches(batches), lambda: iter(batches[:2]), out_dir=tmp_path,
                       steps=7, warmup_steps=1, eval_interval=3, ckpt_interval=100, log_interval=100,
-                      on_eval=lambda tr, bar: seen.append(tr.step), progress_stream=io.StringIO())
+                      on_eval=lambda tr, bar: seen.append(tr.step), progress_stream=progress)
     start = time.perf_counter()
     history = trainer.fit()
     wall = time.perf_counter() - start
@@ -252,6 +253,21 @@ def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
     assert [r["step"] for r in history] == list(range(1, 8))
     assert [r["step"] for r in history if "val_loss" in r] == [3, 6, 7] == seen
     assert objective.evaluated_batches == [2, 2, 2]
+    for r in history:                                          # each evaluation is printed with its step
+        if "val_loss" in r:
+            assert f"step {r['step']}: val_loss {r['val_loss']:.4f}" in progress.getvalue()
     # each step's window took at most the whole fit, so tokens/s is at least one step's tokens / wall time
     tokens_per_step = batches[0][1].size
     assert all(tokens_per_step / wall <= r["tokens_per_sec"] for r in history)
+
+
+def test_bad_step_counts_are_refused_and_a_step_counts_its_tokens(tmp_path):
+    batches = make_batches(4)
+    make = lambda **kw: Trainer(new_model(), AutoregressiveLM(), FixedBatches(batches), lambda: iter(batches),
+                                out_dir=tmp_path, progress_stream=io.StringIO(), **kw)
+    for bad in (dict(steps=0), dict(steps=3, grad_accum=0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            make(**bad)
+    trainer = make(steps=3, grad_accum=2)
+    loss, tokens = trainer.train_step()
+    assert tokens == 2 * batches[0][1].size and trainer.step == 1          # both micro-batches' targets
