@@ -499,3 +499,43 @@ def test_duck_typed_parameters_and_the_repr():
     text = repr(opt)
     assert text.startswith("SGD (") and "group 0: 1 params" in text and "group 1: 1 params" in text
     assert "lr=0.5" in text
+
+
+def test_adam_arguments_are_checked_and_defaults_are_pytorchs():
+    params = make_params()
+    for bad, match in ((dict(eps=-1e-8), "eps"), (dict(weight_decay=-0.1), "weight_decay"),
+                       (dict(betas=(0.9,)), "pair"), (dict(betas=0.9), "pair"),
+                       (dict(betas=(1.0, 0.999)), r"betas\[0\]"), (dict(betas=(0.9, -0.1)), r"betas\[1\]")):
+        for cls in (Adam, AdamW):
+            with pytest.raises(ValueError, match=match):
+                cls(params, **bad)
+    # torch.optim.Adam / AdamW defaults, so code ported from PyTorch behaves the same
+    assert Adam(params).defaults == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    assert AdamW(params).defaults == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+
+def test_clip_scale_is_max_norm_over_norm_plus_eps():
+    p = P(np.zeros(2))
+    p.grad = np.array([3.0, 4.0])                                     # norm 5
+    assert clip_grad_norm_([p], 1.0) == 5.0
+    np.testing.assert_array_equal(p.grad, np.array([3.0, 4.0]) * (1.0 / (5.0 + 1e-6)))   # default eps 1e-6
+    p.grad = np.array([3.0, 4.0])
+    clip_grad_norm_(p, 1.0, eps=0.5)                                  # one parameter on its own works too
+    np.testing.assert_array_equal(p.grad, np.array([3.0, 4.0]) * (1.0 / 5.5))
+
+
+def test_schedule_edges_base_lr_and_a_flat_schedule():
+    # the warm-up scales with base_lr (not just step / warmup_steps)
+    assert warmup_cosine(1, base_lr=3e-4, warmup_steps=4, max_steps=10) == pytest.approx(0.75e-4)
+    assert warmup_linear(3, base_lr=3e-4, warmup_steps=4, max_steps=10) == pytest.approx(2.25e-4)
+    # min_lr == base_lr is allowed: constant after the warm-up
+    assert [warmup_cosine(s, base_lr=0.1, warmup_steps=2, max_steps=6, min_lr=0.1) for s in range(2, 8)] \
+        == pytest.approx([0.1] * 6)
+    with pytest.raises(ValueError, match="base_lr"):
+        warmup_cosine(0, base_lr=True, warmup_steps=1, max_steps=10)
+    opt = SGD(make_params(), lr=0.1)
+    WarmupCosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=1.0)
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        WarmupCosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=1.5)
+    with pytest.raises(ValueError, match="last_step"):
+        WarmupCosine(opt, warmup_steps=2, max_steps=6).load_state_dict({"last_step": 3})
