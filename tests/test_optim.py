@@ -539,3 +539,17 @@ def test_schedule_edges_base_lr_and_a_flat_schedule():
         WarmupCosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=1.5)
     with pytest.raises(ValueError, match="last_step"):
         WarmupCosine(opt, warmup_steps=2, max_steps=6).load_state_dict({"last_step": 3})
+
+
+def test_state_dict_hyperparameters_become_json_types_and_parameters_need_data_and_grad():
+    from types import SimpleNamespace
+    params = make_params()
+    opt = SGD([{"params": params, "name": "decay", "tag": None, "k": np.int64(3), "scale": np.float32(0.5)}], lr=0.1)
+    group = json.loads(json.dumps(opt.state_dict()))["param_groups"][0]
+    assert group["name"] == "decay" and group["tag"] is None
+    assert group["k"] == 3 and type(group["k"]) is int and group["scale"] == 0.5
+    with pytest.raises(TypeError, match="JSON"):
+        SGD([{"params": params, "odd": object()}], lr=0.1).state_dict()
+    for half in (SimpleNamespace(data=np.ones(2)), SimpleNamespace(grad=None)):
+        with pytest.raises(TypeError, match=r"\.data and \.grad"):
+            SGD([half], lr=0.1)
