@@ -256,6 +256,18 @@ def test_load_state_dict_rejects_mismatches():
         Adam(other).load_state_dict(sd)
     with pytest.raises(ValueError, match="form"):
         unflatten_optimizer_state({"optim.x.exp_avg": np.zeros(1)}, {"param_groups": []})
+    with pytest.raises(ValueError, match="'state' and 'param_groups'"):
+        Adam(params).load_state_dict({"state": {}})
+    with pytest.raises(ValueError, match="group 0 is not a dict"):
+        Adam(params).load_state_dict({"state": {}, "param_groups": [[0, 1, 2]]})
+
+
+def test_state_dict_numbers_parameters_across_groups():
+    """As in PyTorch: the parameters are numbered 0, 1, 2, ... through the groups in order."""
+    params = make_params()
+    opt = SGD([{"params": params[:1]}, {"params": params[1:2]}, {"params": params[2:]}], lr=0.1)
+    n = len(params)
+    assert [g["params"] for g in opt.state_dict()["param_groups"]] == [[0], [1], list(range(2, n))]
 
 
 # ----- groups, skipping, zero_grad, validation -----------------------------------------------
