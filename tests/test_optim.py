@@ -565,3 +565,22 @@ def test_state_dict_hyperparameters_become_json_types_and_parameters_need_data_a
     for half in (SimpleNamespace(data=np.ones(2)), SimpleNamespace(grad=None)):
         with pytest.raises(TypeError, match=r"\.data and \.grad"):
             SGD([half], lr=0.1)
+
+
+def test_no_decay_rule_for_matrices_named_like_layer_norms_and_duck_typed_params():
+    from types import SimpleNamespace
+    named = [("h.0.ln_1.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None)),   # a 2-D "ln" gain
+             ("kiln.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None)),        # "ln" inside a word
+             ("mlp.c_fc.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None))]
+    decay, no_decay = param_groups_for_weight_decay(named, 0.1)
+    assert [p for p in no_decay["params"]] == [named[0][1]]
+    assert [p for p in decay["params"]] == [named[1][1], named[2][1]]     # no requires_grad attribute: kept
+
+
+def test_sgd_arguments_are_checked():
+    params = make_params()
+    for bad, match in ((dict(lr=0.1, momentum=-0.5), "momentum"), (dict(lr=0.1, weight_decay=-1.0), "weight_decay"),
+                       (dict(lr=0.1, momentum=0.9, dampening=1.5), "dampening")):
+        with pytest.raises(ValueError, match=match):
+            SGD(params, **bad)
+    SGD(params, lr=0.1, momentum=0.9, dampening=1.0)                 # dampening 1 is allowed
