@@ -15,7 +15,6 @@ import numpy as np
 
 from minilm import random as minilm_random
 from minilm.data import ARBatcher, MLMBatcher, encode_to_array, iter_eval_batches, load_corpus, split_text
-from minilm.io.atomic import atomic_path
 from minilm.io.checkpoint import load_checkpoint, take_prefix
 from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_token
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
@@ -218,8 +217,7 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
     batcher, val, objective = build_data(cfg, tokenizer, text, model)
     if not resume:                              # the first file of the run: a run that cannot start writes none
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(tok_path) as tmp:     # before any checkpoint, so a checkpoint always finds its tokenizer
-            tokenizer.save(tmp)
+        tokenizer.save(tok_path)               # atomic; before any checkpoint, so a checkpoint always finds its tokenizer
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
               "model_config": dataclasses.asdict(model.config), "tokenizer_sha256": tokenizer_sha256(tok_path)}
     trainer = Trainer(model, objective, batcher, val, out_dir=out, steps=cfg.steps, lr=cfg.lr,
