@@ -214,3 +214,22 @@ def test_the_smallest_max_len_holds_one_token():
     assert [u.tolist() for u in b.units] == [[CLS, 5, SEP], [CLS, 8, SEP]]
     with pytest.raises(ValueError, match="max_len"):
         batcher([[5]], batch_size=1, max_len=2)
+
+
+def test_packing_boundaries_are_exact():
+    """[CLS] 5 6 [SEP] 7 8 9 10 [SEP] is 9 ids: one more than max_len 8, so it becomes two units;
+    a sentence longer than max_len - 2 is cut to fit on its own."""
+    b = batcher([[5, 6], [7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19]], max_len=8, pack=True)
+    assert [u.tolist() for u in b.units] == [[CLS, 5, 6, SEP], [CLS, 7, 8, 9, 10, SEP],
+                                            [CLS, 11, 12, 13, 14, 15, 16, SEP]]
+    exact = batcher([[5, 6], [7, 8, 9]], max_len=8, pack=True)             # 1 + 2 + 1 + 3 + 1 = 8: fits
+    assert [u.tolist() for u in exact.units] == [[CLS, 5, 6, SEP, 7, 8, 9, SEP]]
+
+
+def test_ids_outside_the_vocabulary_are_refused():
+    with pytest.raises(ValueError, match=f"the id {V}, outside"):
+        batcher([[5, 6], [7, V]])                                          # == vocab_size: one too many
+    with pytest.raises(ValueError, match="special ids"):
+        batcher([[5]], mask_id=V)                                          # the largest special id checked
+    with pytest.raises(ValueError, match="special ids"):
+        batcher([[5]], special_ids=[-1])                                   # ... and the smallest
