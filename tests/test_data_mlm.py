@@ -233,3 +233,10 @@ def test_ids_outside_the_vocabulary_are_refused():
         batcher([[5]], mask_id=V)                                          # the largest special id checked
     with pytest.raises(ValueError, match="special ids"):
         batcher([[5]], special_ids=[-1])                                   # ... and the smallest
+
+
+def test_random_replacement_ids_must_lie_in_the_vocabulary():
+    ids = np.full((4, 8), 7)
+    for bad in ([3, 50], [-1, 3]):
+        with pytest.raises(ValueError, match="random_token_ids"):
+            mask_tokens(ids, np.random.default_rng(0), mask_token_id=49, vocab_size=50, random_token_ids=bad)

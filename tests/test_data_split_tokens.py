@@ -105,3 +105,35 @@ def test_cached_token_array_rebuilds_a_broken_file_and_checks_inputs(tmp_path):
     with pytest.raises(TypeError, match="1-D integer"):
         cached_token_array(tmp_path, "k2", lambda: [1, 2, 3])
     assert not (tmp_path / "tokens-k2.npy").exists()
+
+
+def test_split_moves_back_to_a_line_end_before_the_cut_but_not_past_the_window():
+    text = "b" * 850 + "\n" + "b" * 149                  # cut at 900; the newline is 50 before it
+    assert len(split_text(text, 0.1)[0]) == 851
+    far = "b" * 10_000 + "\n" + "b" * 89_999              # window 2000 around the cut at 50_000: too far
+    assert len(split_text(far, 0.5)[0]) == 50_000
+
+
+UNPICKLED = []
+
+
+def _record_unpickling():
+    UNPICKLED.append(1)
+    return 0
+
+
+class _Booby:
+    def __reduce__(self):
+        return (_record_unpickling, ())
+
+
+def test_a_cache_file_with_pickled_objects_is_never_unpickled(tmp_path):
+    key = token_cache_key("corpus", "{}")
+    np.save(tmp_path / f"tokens-{key}.npy", np.array([_Booby()], dtype=object), allow_pickle=True)
+    UNPICKLED.clear()
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        arr = cached_token_array(tmp_path, key, lambda: np.array([4, 5], np.uint16))
+    assert UNPICKLED == [] and arr.tolist() == [4, 5]
+    nested = tmp_path / "a" / "b"                         # a cache folder that does not exist yet
+    assert cached_token_array(nested, key, lambda: np.array([6], np.uint16)).tolist() == [6]
+    assert (nested / f"tokens-{key}.npy").is_file()
