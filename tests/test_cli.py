@@ -81,7 +81,8 @@ def test_resume_continues_from_the_checkpoint_with_the_losses_of_an_uninterrupte
               "--min-lr-ratio", "1.0", "--backend", "numpy"] + TINY
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(common + ["--steps", "10", "--out", str(full)]) == 0
-    assert main(common + ["--steps", "6", "--out", str(part)]) == 0
+    assert main(common + ["--steps", "6", "--out", str(tmp_path / "first")]) == 0
+    (tmp_path / "first").rename(part)                    # a run folder that was moved still resumes
     capsys.readouterr()
     assert main(["train", "--resume", "--steps", "10", "--out", str(part), "--backend", "numpy"]) == 0
     err = capsys.readouterr().err

@@ -138,6 +138,8 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(corpus, tmp_pa
     resumed.fit()
     assert losses(resumed.history) == losses(full_history)
     assert [r.get("val_loss") for r in resumed.history] == [r.get("val_loss") for r in full_history]
+    with pytest.raises(ValueError, match="--resume"):           # a new total is checked like a new run's
+        prepare(tiny_gpt_config(corpus, tmp_path / "split", steps=0), resume=True, progress_stream=io.StringIO())
 
 
 def test_keyboard_interrupt_saves_a_checkpoint(corpus, tmp_path):
