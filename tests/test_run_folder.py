@@ -450,3 +450,28 @@ def test_a_nan_from_outside_the_ops_is_said_to_be_so(corpus, tmp_path):
 
 def checkpoint_step_of(run):
     return load_checkpoint(run / "checkpoint").extra_state["step"]
+
+
+def test_ctrl_c_in_process_finishes_the_step_saves_and_says_so(corpus, tmp_path):
+    """A real SIGINT halfway into step 3 (its batch drawn): step 3 is finished and logged, the
+    checkpoint is at step 3, the user is told how to continue, and the old Ctrl-C handler is back."""
+    import os
+    import signal
+    trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6, ckpt_interval=100), progress_stream=io.StringIO())
+    real_next = trainer.train_batcher.next_batch
+
+    def next_batch():
+        batch = real_next()
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch
+
+    trainer.train_batcher.next_batch = next_batch
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is before
+    assert trainer.step == 3 and [r["step"] for r in trainer.history] == [1, 2, 3]
+    assert checkpoint_step_of(tmp_path / "run") == 3
+    shown = trainer.progress_stream.getvalue()
+    assert "interrupted after step 3" in shown and "--resume" in shown
