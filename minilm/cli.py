@@ -25,6 +25,7 @@ from minilm.models.gpt_config import PRESETS as GPT_PRESETS
 
 MAX_NEW_TOKENS = 100_000     # a cap on --max-new-tokens: beyond it a typo, not a wish (and hours of CPU)
 DEFAULT_PRESET = {"gpt": "baby", "bert": "bert-mini"}     # what --preset auto means for each family
+DEFAULT_TOKENIZER = {"gpt": "char", "bert": "bpe"}         # --tokenizer auto: BERT needs a [MASK] token
 
 
 # ----- option values, checked when the command line is read --------------------------------------
@@ -87,7 +88,7 @@ HELP = {
               f"gpt: {', '.join(GPT_PRESETS)}; bert: {', '.join(BERT_PRESETS)} (sizes: `minilm info --presets`)",
     "corpus": "built-in corpus (pydoc, stdlib, wordnet, fortunes) or a path to a text file or folder",
     "max_chars": "use only the start of the corpus: at most N characters, cut after the last whole line (0 = all); only that much is read",
-    "tokenizer": "'char' (one id per character) or 'bpe' (byte-level BPE trained on the corpus; BERT needs it)",
+    "tokenizer": "'auto' (= char for gpt, bpe for bert), 'char' (one id per character) or 'bpe' (byte-level BPE trained on the corpus; BERT needs it)",
     "vocab_size": "BPE vocabulary size",
     "seq_len": "context length in tokens (0 = the preset's)",
     "batch_size": "sequences per micro-batch",
@@ -122,13 +123,13 @@ def _add_train_parser(sub):
     for f in dataclasses.fields(PretrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--out"] if f.name == "out_dir" else [flag]
-        default = "auto" if f.name == "preset" else f.default
+        default = "auto" if f.name in ("preset", "tokenizer") else f.default
         kwargs = {"default": default, "help": HELP[f.name] + f" (default: {default})", "action": _Typed,
                   "type": TRAIN_TYPES.get(f.name, type(f.default))}
         if f.name == "model":
             kwargs["choices"] = ["gpt", "bert"]
         if f.name == "tokenizer":
-            kwargs["choices"] = ["char", "bpe"]
+            kwargs["choices"] = ["auto", "char", "bpe"]
         if f.name == "preset":
             kwargs["choices"] = ["auto", *GPT_PRESETS, *BERT_PRESETS]
             kwargs["metavar"] = "NAME"
@@ -208,6 +209,8 @@ def cmd_train(args):
     fields = [f.name for f in dataclasses.fields(PretrainConfig)]
     values = {name: getattr(args, name) for name in fields}
     values["preset"] = resolve_preset(args.model, args.preset)
+    if args.tokenizer == "auto":
+        values["tokenizer"] = DEFAULT_TOKENIZER[args.model]
     cfg = PretrainConfig(**values)
     _check_out_dir(cfg.out_dir)
 
@@ -221,8 +224,9 @@ def cmd_train(args):
             bar.write("--- sample ---\n" + tokenizer.decode(out[0, len(prompt):].tolist()) + "\n--------------")
 
     typed = set(args.typed) & set(fields)
-    if args.preset == "auto":
-        typed.discard("preset")       # "auto" asks for no particular size: --resume keeps the saved one
+    for name in ("preset", "tokenizer"):
+        if getattr(args, name) == "auto":
+            typed.discard(name)       # "auto" asks for nothing in particular: --resume keeps the saved one
     trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples, overwrite=args.overwrite,
                                  explicit=typed)
     cfg = PretrainConfig.from_dict(trainer.config["pretrain"]) if "pretrain" in trainer.config else cfg

@@ -228,15 +228,18 @@ def test_help_names_only_presets_that_exist(capsys):
 
 
 def test_the_default_preset_suits_each_family(corpus, tmp_path, capsys):
-    """--model bert without --preset trains the family's default (it used to fail on GPT's 'baby')."""
+    """--model bert without --preset or --tokenizer trains the family's defaults (it used to fail on
+    GPT's 'baby', then on the character tokenizer, which has no [MASK])."""
     run = tmp_path / "bert"
-    rc = main(["train", "--model", "bert", "--tokenizer", "bpe", "--vocab-size", "300", "--corpus", corpus,
+    rc = main(["train", "--model", "bert", "--vocab-size", "300", "--corpus", corpus,
                "--steps", "1", "--eval-interval", "1", "--out", str(run), "--n-layer", "1", "--n-embd", "32",
                "--n-head", "2", "--seq-len", "32", "--batch-size", "2", "--eval-batches", "1", "--backend", "numpy"])
     err = capsys.readouterr().err
     assert rc == 0, err
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert config["pretrain"]["preset"] == cli.DEFAULT_PRESET["bert"] == "bert-mini"
+    assert config["pretrain"]["tokenizer"] == cli.DEFAULT_TOKENIZER["bert"] == "bpe"
+    assert cli.DEFAULT_TOKENIZER["gpt"] == "char"
     assert cli.resolve_preset("gpt", "auto") == "baby"
     rc, _, err = run_main(["train", "--model", "bert", "--preset", "nano", "--out", str(tmp_path / "x")], capsys)
     assert_one_line_error(rc, err, "not a BERT size", "bert-tiny")
