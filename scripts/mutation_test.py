@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 # not exist in the copied tree (e.g. new ones, in the "before" tree) are skipped.
 AREAS = {
     "train": (["minilm/train.py"], ["tests/test_trainer_exact.py", "tests/test_train.py",
-                                    "tests/test_resume_interrupt.py"]),
+                                    "tests/test_resume_interrupt.py", "tests/test_run_folder.py"]),
     "pretrain": (["minilm/pretrain.py"], ["tests/test_trainer_exact.py", "tests/test_train.py",
                                           "tests/test_cli.py", "tests/test_run_folder.py"]),
     "cli": (["minilm/cli.py"], ["tests/test_cli.py", "tests/test_cli_errors.py"]),

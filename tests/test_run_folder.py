@@ -475,3 +475,23 @@ def test_ctrl_c_in_process_finishes_the_step_saves_and_says_so(corpus, tmp_path)
     assert checkpoint_step_of(tmp_path / "run") == 3
     shown = trainer.progress_stream.getvalue()
     assert "interrupted after step 3" in shown and "--resume" in shown
+
+
+def test_the_nan_replay_leaves_the_random_states_where_the_failed_step_left_them(corpus, tmp_path):
+    """The replay rewinds the random states to redo the step's dropout; afterwards they must be back
+    where the failed step left them (its batch drawn), not at the start of the step."""
+    from minilm.train import TrainingDiverged
+    trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6), progress_stream=io.StringIO())
+    real_next, after_draw = trainer.train_batcher.next_batch, {}
+
+    def next_batch():
+        if trainer.step == 3:
+            trainer.model.lm_head.weight.data[...] = 1e38
+        batch = real_next()
+        after_draw.update(trainer.train_batcher.state_dict())
+        return batch
+
+    trainer.train_batcher.next_batch = next_batch
+    with pytest.raises(TrainingDiverged, match="at step 4"), np.errstate(over="ignore", invalid="ignore"):
+        trainer.fit()
+    assert json.dumps(trainer.train_batcher.state_dict(), sort_keys=True) == json.dumps(after_draw, sort_keys=True)
