@@ -205,7 +205,8 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
         raise ValueError("--resume continues the run in the folder and --overwrite deletes it: give one of them")
     out = Path(cfg.out_dir)
     if resume:
-        cfg = _resumed_config(cfg, out, {"steps"} if explicit is None else set(explicit), progress_stream)
+        ckpt = _checkpoint_to_resume(out)       # read once: its config here, its state by trainer.resume
+        cfg = _resumed_config(cfg, out, ckpt, {"steps"} if explicit is None else set(explicit), progress_stream)
     else:
         cfg.check()
         _claim_run_folder(out, overwrite)
@@ -227,7 +228,7 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
                       log_interval=cfg.log_interval, config=config, on_eval=on_eval,
                       progress_stream=progress_stream)
     if resume:
-        trainer.resume()
+        trainer.resume(ckpt)
     return trainer, tokenizer
 
 
@@ -244,16 +245,21 @@ def _claim_run_folder(out, overwrite):
     clear_run_folder(out)
 
 
-def _resumed_config(cfg, out, explicit, progress_stream):
-    """The saved config, with the explicitly given fields that may change taken from cfg."""
+def _checkpoint_to_resume(out):
+    """The newest complete checkpoint of the run in `out` (which no live process may be training)."""
     check_not_in_use(out)
     folder = find_checkpoint(out)
     if folder is None:
         hint = (f" (the run stopped before its first checkpoint: start it again with --overwrite)"
                 if (out / TOKENIZER_FILE).exists() else "")
         raise RunFolderError(f"{out / CHECKPOINT_DIR}: no checkpoint to resume from{hint}")
-    config = load_checkpoint(folder).config
-    saved, config_file = read_run_config(folder, config)
+    return load_checkpoint(folder)
+
+
+def _resumed_config(cfg, out, ckpt, explicit, progress_stream):
+    """The saved config, with the explicitly given fields that may change taken from cfg."""
+    config = ckpt.config
+    saved, config_file = read_run_config(ckpt.path.parent, config)
     check_tokenizer(config, out / TOKENIZER_FILE, config_file)
     changes, refused = {}, []
     for name in sorted(explicit & {f.name for f in dataclasses.fields(PretrainConfig)} - {"out_dir"}):

@@ -292,12 +292,15 @@ class Trainer:
         self.load_random_states(extra)
         self.step = self._saved_step = step
 
-    def resume(self):
-        """Load the checkpoint in out_dir and continue from its step (metrics after it are dropped)."""
-        folder = find_checkpoint(self.out_dir)
-        if folder is None:
-            raise RunFolderError(f"{self.out_dir / CHECKPOINT_DIR}: no checkpoint to resume from")
-        self.load_training_state(load_checkpoint(folder))
+    def resume(self, checkpoint=None):
+        """Continue from the checkpoint in out_dir, or from `checkpoint` (a loaded Checkpoint, e.g. the one
+        prepare() already read), at its step; metrics after that step are dropped."""
+        if checkpoint is None:
+            folder = find_checkpoint(self.out_dir)
+            if folder is None:
+                raise RunFolderError(f"{self.out_dir / CHECKPOINT_DIR}: no checkpoint to resume from")
+            checkpoint = load_checkpoint(folder)
+        self.load_training_state(checkpoint)
         metrics = self.out_dir / METRICS_FILE
         self.history = read_metrics(metrics, self.step)
         if metrics.exists():

@@ -154,20 +154,6 @@ def test_temp_names_carry_the_writer_pid_so_dead_writers_can_be_told_apart(tmp_p
     assert leftovers(tmp_path) == []
 
 
-def test_atomic_path_for_writers_that_want_a_file_name(tmp_path):
-    from minilm.io.atomic import atomic_path
-    target = tmp_path / "tokenizer.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-    assert target.read_text() == "old" and leftovers(tmp_path) == []
-    with atomic_path(target) as tmp:
-        tmp.write_text("new")
-    assert target.read_text() == "new" and leftovers(tmp_path) == []
-
-
 def test_a_checkpoint_folder_replaced_with_atomic_folder_is_never_mixed(tmp_path):
     """The failure mode of two separate file writes (see test_torn_or_hand_edited_folder_is_detected) cannot occur."""
     from minilm.io.atomic import atomic_folder

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_writer", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_folder", "completed_folder",
+__all__ = ["atomic_writer", "atomic_write_bytes", "atomic_write_text", "atomic_folder", "completed_folder",
            "finish_folder_swap", "remove_stale_temps"]
 
 # .<name>.<pid>-<12 hex>.tmp (this module) or .<name>.<12 hex>.tmp (minilm before the pid was added)
@@ -134,26 +134,6 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
             pass
         raise
     _fsync_folder(folder)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path for a writer that wants a file name (``tokenizer.save(tmp)``); it replaces ``path``
-    only if the block ends cleanly, like ``atomic_writer``."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
