@@ -12,7 +12,17 @@ float64 raises TypeError -- float64 work such as gradient checks belongs to the 
     cross_entropy_forward(logits, targets, *, ignore_index=-100) -> (loss_sum, n_counted, lse)
     cross_entropy_backward(logits, targets, lse, grad_scale, *, ignore_index=-100) -> dlogits
 
-`KERNELS` maps those names to the functions (for a backend registry).  Importing this package
+`KERNELS` maps those names to the functions (for a backend registry).
+
+Attention is also kept as a ladder of three versions with the same two signatures, each checked
+against the float64 reference in tests/test_kernel_ladder.py and timed side by side by
+benchmarks/bench_kernels.py.  `ATTENTION_VERSIONS[name] = (attention_forward, attention_backward)`:
+
+    "v1_rows"    attention_v1_rows.py    the plain port: one query row at a time, the full softmax
+    "v2_online"  attention_v2_online.py  one pass over the keys with the online softmax
+    "v3_tiles"   attention.py (+ attention_blocks.py)  64 x 64 tiles, register blocking, log2 domain
+
+KERNELS uses the fastest, v3 (measured: benchmarks/results/kernel_ladder.txt).  Importing this package
 compiles nothing; each kernel compiles on its first call (about a second, or tens of milliseconds
 when Numba's on-disk cache already holds it).  `warmup()` compiles them all on tiny inputs.
 `poisoned_outputs()` is a debugging aid: outputs allocated inside it start as NaN, so an element a
@@ -21,6 +31,7 @@ kernel forgot to write shows up.  Threads: numba.set_num_threads / NUMBA_NUM_THR
 import numpy as np
 
 from ._alloc import poisoned_outputs
+from . import attention_v1_rows, attention_v2_online
 from .attention import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .gelu import gelu_backward, gelu_forward
@@ -37,7 +48,13 @@ KERNELS = {
     "cross_entropy_backward": cross_entropy_backward,
 }
 
-__all__ = sorted(KERNELS) + ["KERNELS", "poisoned_outputs", "warmup"]
+ATTENTION_VERSIONS = {
+    "v1_rows": (attention_v1_rows.attention_forward, attention_v1_rows.attention_backward),
+    "v2_online": (attention_v2_online.attention_forward, attention_v2_online.attention_backward),
+    "v3_tiles": (attention_forward, attention_backward),
+}
+
+__all__ = sorted(KERNELS) + ["ATTENTION_VERSIONS", "KERNELS", "poisoned_outputs", "warmup"]
 
 
 def warmup():

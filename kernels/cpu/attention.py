@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import prange
 
-from . import _alloc, _checks
+from . import _alloc
 from ._jit import REDUCE, helper, kernel
 from .approx import exp2
 from .attention_blocks import (
@@ -36,6 +36,7 @@ from .attention_blocks import (
     LOG2E,
     NEG_INF,
     check_attention_inputs,
+    check_backward_inputs,
     load_columns,
     load_rows,
     round_up,
@@ -339,14 +340,7 @@ def attention_backward(q, k, v, out, lse, dout, *, causal=False, key_mask=None, 
     """Fused attention backward from the forward's out and lse; returns (dq, dk, dv) shaped like q, k, v."""
     op = "attention_backward"
     q, k, v, key_bias, scale = check_attention_inputs(op, q, k, v, key_mask, scale)
-    out = _checks.float32_array(op, "out", out)
-    dout = _checks.float32_array(op, "dout", dout)
-    lse = _checks.float32_array(op, "lse", lse)
-    _checks.same_shape(op, "q", q, "out", out)
-    _checks.same_shape(op, "q", q, "dout", dout)
-    if lse.shape != q.shape[:3]:
-        raise ValueError("minilm.kernels.cpu.%s: lse must have shape (B, H, Tq) = %s, got %s"
-                         % (op, q.shape[:3], lse.shape))
+    out, lse, dout = check_backward_inputs(op, q, out, lse, dout)
     dq = _alloc.empty(q.shape)
     dk = _alloc.empty(k.shape)
     dv = _alloc.empty(v.shape)

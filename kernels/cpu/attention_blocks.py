@@ -70,6 +70,19 @@ def check_attention_inputs(op, q, k, v, key_mask, scale):
     return q, k, v, key_bias, scale
 
 
+def check_backward_inputs(op, q, out, lse, dout):
+    """Validate the backward pass's extra inputs against q: out and dout (B, H, Tq, D), lse (B, H, Tq)."""
+    out = _checks.float32_array(op, "out", out)
+    dout = _checks.float32_array(op, "dout", dout)
+    lse = _checks.float32_array(op, "lse", lse)
+    _checks.same_shape(op, "q", q, "out", out)
+    _checks.same_shape(op, "q", q, "dout", dout)
+    if lse.shape != q.shape[:3]:
+        raise ValueError("minilm.kernels.cpu.%s: lse must have shape (B, H, Tq) = %s, got %s"
+                         % (op, q.shape[:3], lse.shape))
+    return out, lse, dout
+
+
 def padded_dim(D):
     """D rounded up to a multiple of 4."""
     return (D + 3) // 4 * 4
