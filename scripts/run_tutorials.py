@@ -1,10 +1,12 @@
 """Execute the tutorial notebooks top to bottom and write their outputs back.
 
-    python scripts/run_tutorials.py                 # every chapter
-    python scripts/run_tutorials.py 01 04           # chapters whose file name starts with these
+    python scripts/run_tutorials.py                 # every chapter and every solutions notebook
+    python scripts/run_tutorials.py 01 04           # chapters (and their solutions) whose name starts so
 
 The committed outputs of every notebook come from this script run on the
 current code. Each notebook runs with its own folder as working directory.
+The worked solutions to each chapter's exercises are notebooks too, in
+tutorials/solutions/ ("01_autograd_from_scratch_solutions.ipynb"), executed the same way.
 """
 import sys
 import time
@@ -14,6 +16,12 @@ import nbformat
 from nbclient import NotebookClient
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+SOLUTIONS = TUTORIALS / "solutions"
+
+
+def notebooks():
+    """Every chapter, then every solutions notebook, each group in name order."""
+    return sorted(TUTORIALS.glob("*.ipynb")) + sorted(SOLUTIONS.glob("*.ipynb"))
 
 
 def execute(path, timeout=600, write=True):
@@ -29,12 +37,12 @@ def execute(path, timeout=600, write=True):
 
 
 def main(prefixes):
-    paths = sorted(TUTORIALS.glob("*.ipynb"))
+    paths = notebooks()
     if prefixes:
         paths = [p for p in paths if any(p.name.startswith(x) for x in prefixes)]
     for path in paths:
         _, seconds = execute(path)
-        print(f"{path.name}: executed in {seconds:.1f} s")
+        print(f"{path.relative_to(TUTORIALS)}: executed in {seconds:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
