@@ -3,8 +3,8 @@
 Generating token t+1 needs the logits at the last position only. Without a
 cache the model re-reads the whole prefix every step (O(T^2) attention work
 over a sequence, O(T) per step for the projections). With a KV cache
-(one `minilm.nn.KVCache` per layer) each step feeds just the newest token:
-its query attends to the keys and values already stored.
+(``model.new_kv_caches()``: one per layer) each step feeds just the newest
+token: its query attends to the keys and values already stored.
 
 Streaming: ``generate(..., on_token=f)`` calls ``f(step, next_ids)`` as soon as
 each token is chosen, and ``TextStreamer`` turns those ids into text on the
@@ -15,14 +15,8 @@ import codecs
 import numpy as np
 
 from minilm.autograd.grad_mode import no_grad
-from minilm.nn.attention import KVCache
 from minilm.sampling import sample_next_token
 from minilm.tensor import Tensor
-
-
-def _context_length(model):
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "block_size", None)
 
 
 @no_grad()
@@ -46,7 +40,7 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     rng = rng if rng is not None else np.random.default_rng()
-    block = _context_length(model)
+    block = model.config.block_size                                     # the context length
     was_training = model.training
     model.eval()
     greedy = greedy or temperature == 0
@@ -54,16 +48,15 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     caches = None
     try:
         for step in range(max_new_tokens):
-            fits = block is None or idx.shape[1] <= block
-            if use_cache and fits:
+            if use_cache and idx.shape[1] <= block:
                 if caches is None:
-                    caches = [KVCache() for _ in range(model.config.n_layer)]
+                    caches = model.new_kv_caches()
                     logits = model(idx, kv_caches=caches)               # (B, T, V): fills the caches
                 else:
                     logits = model(idx[:, -1:], kv_caches=caches)      # (B, 1, V): newest token only
             else:
                 # past the context length positions run out: slide a window, no cache
-                logits = model(idx if block is None else idx[:, -block:])   # (B, T, V)
+                logits = model(idx[:, -block:])                         # (B, T, V)
             last = logits.data[:, -1, :]                                # (B, V)
             nxt = np.asarray(sample_next_token(last, rng, temperature=temperature if not greedy else 1.0,
                                                top_k=top_k, top_p=top_p, greedy=greedy)).reshape(-1)
@@ -78,13 +71,6 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     finally:
         model.train(was_training)
     return idx
-
-
-def generate_text(model, tokenizer, prompt, max_new_tokens=200, **options):
-    """Encode a prompt, generate, decode: the convenience wrapper the CLI uses."""
-    ids = tokenizer.encode(prompt)
-    out = generate(model, np.array([ids], dtype=np.int64), max_new_tokens, **options)
-    return tokenizer.decode(out[0].tolist())
 
 
 class TextStreamer:

@@ -98,10 +98,6 @@ _RANGES = {"max_chars": (0, None), "vocab_size": (1, None), "seq_len": (0, None)
 _OPEN_ABOVE = {"dropout": 1.0, "val_fraction": 1.0}
 
 
-def objective_for(model_name):
-    return {"gpt": "ar", "bert": "mlm"}[model_name]
-
-
 # ----- text and tokenizer ---------------------------------------------------------------
 def load_text(cfg):
     # load_corpus reads a file or folder only as far as max_chars needs (not the whole file first),
@@ -147,11 +143,6 @@ def build_model(cfg, vocab_size):
     raise ValueError(f"unknown model {cfg.model!r}; choose 'gpt' or 'bert'")
 
 
-def context_length(model):
-    c = model.config
-    return getattr(c, "block_size", None) or getattr(c, "max_position_embeddings")
-
-
 # ----- data -------------------------------------------------------------------------------
 def _sentences(text):
     """Lines (or sentences of long lines) as the units BERT is trained on."""
@@ -166,9 +157,9 @@ def _sentences(text):
 def build_data(cfg, tokenizer, text, model):
     """(train batcher, function returning fresh validation batches, objective)."""
     train_text, val_text = split_text(text, cfg.val_fraction)
-    seq_len = context_length(model)
     rng = np.random.default_rng(cfg.seed + 1)
     if cfg.model == "gpt":
+        seq_len = model.config.block_size
         train_ids = encode_to_array(tokenizer.encode(train_text), tokenizer.vocab_size)
         val_ids = encode_to_array(tokenizer.encode(val_text), tokenizer.vocab_size)
         for name, ids in (("training", train_ids), ("validation", val_ids)):
@@ -180,7 +171,7 @@ def build_data(cfg, tokenizer, text, model):
         return batcher, val, AutoregressiveLM()
     ids = {t: tokenizer.token_to_id(t) for t in BERT_SPECIALS}
     encode = lambda part: [tokenizer.encode(s, allowed_special=()) for s in _sentences(part)]
-    common = dict(batch_size=cfg.batch_size, max_len=seq_len, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
+    common = dict(batch_size=cfg.batch_size, max_len=model.config.max_position_embeddings, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
                   pad_id=ids["[PAD]"], mask_id=ids["[MASK]"], vocab_size=tokenizer.vocab_size,
                   special_ids=[ids["[UNK]"]], pack=True)
     batcher = MLMBatcher(encode(train_text), rng=rng, **common)

@@ -24,10 +24,12 @@ import numbers
 
 import numpy as np
 
+from minilm.backend import is_cupy
+
 
 def _as_logits(logits, fn):
     """A NumPy float array of shape (V,) or (B, V); CuPy arrays are copied to the host."""
-    if type(logits).__module__.startswith("cupy"):
+    if is_cupy(logits):
         logits = logits.get()
     logits = np.asarray(logits)
     if logits.ndim not in (1, 2) or logits.shape[-1] == 0:

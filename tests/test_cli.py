@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minilm.cli import build_parser, main
-from minilm.generate import generate_text
+from minilm.generate import generate
 from minilm.pretrain import load_pretrained
 
 TEXT = ("Python is a programming language. The return statement ends a function. " * 30 + "\n") * 8
@@ -19,6 +19,12 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "text.txt"
     path.write_text(TEXT)
     return str(path)
+
+
+def generate_text(model, tokenizer, prompt, max_new_tokens, **options):
+    """What `minilm generate` should print for one sample: the prompt and its continuation."""
+    out = generate(model, np.array([tokenizer.encode(prompt)]), max_new_tokens, **options)
+    return tokenizer.decode(out[0].tolist())
 
 
 TINY = ["--n-layer", "1", "--n-embd", "24", "--n-head", "2", "--batch-size", "4", "--eval-batches", "2",

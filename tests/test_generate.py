@@ -11,10 +11,9 @@ cumulative-probability boundary (about 1e-6 per draw for these ~50 draws).
 import numpy as np
 import pytest
 
-from minilm.generate import generate, generate_text
+from minilm.generate import generate
 from minilm.models import GPT, GPTConfig
 from minilm.sampling import sample_next_token
-from minilm.tokenizers import CharTokenizer
 
 
 def tiny_gpt(seed=0, vocab=17, block=8):
@@ -117,14 +116,6 @@ def test_edge_inputs():
     np.testing.assert_array_equal(generate(model, np.array([[3, 4]]), 0), [[3, 4]])
     with pytest.raises(ValueError, match="empty"):
         generate(model, np.zeros((1, 0), dtype=np.int64), 3)
-
-
-def test_generate_text_decodes_the_generated_ids():
-    tok = CharTokenizer.from_text("abcdefghijklmnopq")
-    model = tiny_gpt(seed=1, vocab=tok.vocab_size)
-    text = generate_text(model, tok, "abc", max_new_tokens=9, greedy=True)
-    ids = generate(model, np.array([tok.encode("abc")]), 9, greedy=True)
-    assert text == tok.decode(ids[0].tolist()) and text.startswith("abc") and len(text) == 12
 
 
 def test_the_kv_cache_is_on_by_default_and_feeds_one_token_per_step():

@@ -36,14 +36,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from minilm.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer, completed_folder
+from minilm.io.atomic import atomic_write_text, completed_folder
 from minilm.io.safetensors import load_file, load_metadata, save_file
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_writer",
-    "atomic_save_file",
     "save_checkpoint",
     "load_checkpoint",
     "Checkpoint",
@@ -57,13 +53,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _META_CONFIG = "minilm.config"
 _META_EXTRA = "minilm.extra_state"
-
-
-def atomic_save_file(
-    tensors: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
-) -> None:
-    """Write a safetensors file atomically (``minilm.io.safetensors.save_file`` always is; this name says so)."""
-    save_file(tensors, path, metadata)
 
 
 def _jsonable(obj: Any, where: str) -> Any:

@@ -40,12 +40,12 @@ import numbers
 
 import numpy as np
 
-from minilm.backend import array_module
+from minilm.backend import array_module, is_cupy
 
 
 def _to_numpy(a):
     """A NumPy copy of a NumPy or CuPy array."""
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+    if is_cupy(a):
         return a.get()
     return np.array(a, copy=True)
 
