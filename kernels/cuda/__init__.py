@@ -4,6 +4,8 @@ Each `.cu` file in this folder is one idea, written to be read:
 
     attention_forward.cu    fused attention, forward (FlashAttention-style online softmax)
     attention_backward.cu   fused attention, backward (dQ, dK, dV from the saved lse)
+    attention_v1.cu         attention version 1: one warp per row, full softmax (the plain port)
+    attention_v2.cu         attention version 2: one warp per row, online softmax
     gelu.cu                 GELU, exact and tanh forms, forward and backward
     layer_norm.cu           LayerNorm over the last axis, forward and backward
     cross_entropy.cu        softmax + cross-entropy fused, forward and backward
@@ -21,6 +23,10 @@ and the Numba kernels of `minilm.kernels.cpu`:
     cross_entropy_forward(logits, targets, *, ignore_index=-100) -> (loss_sum, n_counted, lse)
     cross_entropy_backward(logits, targets, lse, grad_scale, *, ignore_index=-100) -> dlogits
 
+`ATTENTION_VERSIONS[name] = (forward, backward)` is the attention ladder (attention_ladder.py):
+"v1_rows", "v2_online" and "v3_tiles" (the tiled kernels above, the ones KERNELS uses), all with
+the attention signatures above.
+
 Matrix multiplications are not here: they go to cuBLAS through CuPy's `@`.
 
 Importing this package needs only NumPy; CuPy is imported on the first kernel call. Each
@@ -30,6 +36,7 @@ CuPy on disk. `is_available()` says whether CuPy and a GPU are present.
 registers, shared memory and spills per kernel.
 """
 from .attention import attention_backward, attention_forward
+from .attention_ladder import ATTENTION_VERSIONS
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .gelu import gelu_backward, gelu_forward
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -46,4 +53,4 @@ KERNELS = {
     "cross_entropy_backward": cross_entropy_backward,
 }
 
-__all__ = ["KERNELS", "is_available"] + list(KERNELS)
+__all__ = ["ATTENTION_VERSIONS", "KERNELS", "is_available"] + list(KERNELS)

@@ -65,6 +65,17 @@ def _inputs(runtime, op, q, k, v, causal, key_mask, scale):
     return q, k, v, mask, sizes
 
 
+def _backward_inputs(runtime, op, q, out, lse, dout):
+    """out and dout (B, H, Tq, D) and lse (B, H, Tq) as contiguous float32, checked against q."""
+    out = float32_input(runtime, out, op, "out")
+    dout = float32_input(runtime, dout, op, "dout")
+    lse = float32_input(runtime, lse, op, "lse")
+    for name, a, shape in (("out", out, q.shape), ("dout", dout, q.shape), ("lse", lse, q.shape[:3])):
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
+    return out, lse, dout
+
+
 def _blocks(op, count, rows_per_block):
     blocks = ceil_div(count, rows_per_block)
     if blocks > MAX_GRID_Y:
@@ -90,14 +101,9 @@ def attention_backward_on(runtime, q, k, v, out, lse, dout, *, causal=False, key
                           scale=None):
     op = "attention_backward"
     q, k, v, mask, sizes = _inputs(runtime, op, q, k, v, causal, key_mask, scale)
+    out, lse, dout = _backward_inputs(runtime, op, q, out, lse, dout)
     b, h, tq, d = q.shape
     tk = k.shape[2]
-    out = float32_input(runtime, out, op, "out")
-    dout = float32_input(runtime, dout, op, "dout")
-    lse = float32_input(runtime, lse, op, "lse")
-    for name, a, shape in (("out", out, q.shape), ("dout", dout, q.shape), ("lse", lse, (b, h, tq))):
-        if tuple(a.shape) != tuple(shape):
-            raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
     dmax = head_dim_bucket(d)
     source = "attention_backward.cu"
 

@@ -36,6 +36,17 @@ KERNELS_BY_SOURCE = {
         "cross_entropy_forward_kernel",
         "cross_entropy_backward_kernel",
     ),
+    # The attention ladder (attention_ladder.py): versions 1 and 2; version 3 is the two files below.
+    "attention_v1.cu": (
+        "attention_v1_forward_kernel",
+        "attention_v1_backward_rows_kernel",
+        "attention_v1_backward_cols_kernel",
+    ),
+    "attention_v2.cu": (
+        "attention_v2_forward_kernel",
+        "attention_v2_backward_dq_kernel",
+        "attention_v2_backward_dkdv_kernel",
+    ),
     "attention_forward.cu": tuple(f"attention_forward_kernel<{d}>" for d in ATTENTION_HEAD_DIMS),
     "attention_backward.cu": ("attention_backward_delta_kernel",)
     + tuple(f"attention_backward_dkdv_kernel<{d}>" for d in ATTENTION_HEAD_DIMS)
