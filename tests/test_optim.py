@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from minilm.optim import (SGD, Adam, AdamW, LRScheduler, Optimizer, WarmupCosine, clip_grad_norm_,
+from minilm.optim import (SGD, Adam, AdamW, Optimizer, WarmupCosine, clip_grad_norm_,
                           flatten_optimizer_state, lr_scheduler, param_groups_for_weight_decay,
                           unflatten_optimizer_state)
-from minilm.optim.lr_scheduler import warmup_cosine, warmup_linear
+from minilm.optim.lr_scheduler import warmup_cosine
 
 
 class P:
@@ -422,18 +422,11 @@ def test_warmup_cosine_values():
     assert min(lrs[10:]) == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0)
 
 
-def test_warmup_linear_values():
-    kw = dict(base_lr=2.0, warmup_steps=4, max_steps=14)
-    assert [warmup_linear(s, **kw) for s in (0, 2, 4, 9, 14, 20)] == pytest.approx([0, 1, 2, 1, 0, 0])
-    lrs = [warmup_linear(s, **kw) for s in range(30)]
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
-
-
 def test_schedule_errors():
     with pytest.raises(ValueError, match="max_steps"):
         warmup_cosine(0, base_lr=1.0, warmup_steps=10, max_steps=10)
     with pytest.raises(ValueError, match="step"):
-        warmup_linear(-1, base_lr=1.0, warmup_steps=1, max_steps=10)
+        warmup_cosine(-1, base_lr=1.0, warmup_steps=1, max_steps=10)
     with pytest.raises(ValueError, match="min_lr"):
         warmup_cosine(0, base_lr=1.0, warmup_steps=1, max_steps=10, min_lr=2.0)
     # the scheduler checks its arguments when built, naming itself (not the function it calls later)
@@ -459,37 +452,10 @@ def test_warmup_cosine_scheduler_drives_groups():
     assert lr_scheduler.WarmupCosine is WarmupCosine
 
 
-def test_lr_scheduler_state_dict_round_trip():
-    params = make_params()
-    opt = SGD(params, lr=0.2)
-    sched = LRScheduler(opt, lambda s: 0.9 ** s)
-    for _ in range(7):
-        sched.step()
-    saved = json.loads(json.dumps(sched.state_dict()))
-    opt2 = SGD([P(p.data.copy()) for p in params], lr=0.2)
-    sched2 = LRScheduler(opt2, lambda s: 0.9 ** s)
-    sched2.load_state_dict(saved)
-    assert sched2.get_last_lr() == sched.get_last_lr() == [pytest.approx(0.2 * 0.9 ** 7)]
-    sched.step()
-    sched2.step()
-    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
-
-
-def test_lr_scheduler_one_lambda_per_group_and_generator_params():
-    params = make_params()
-    opt = SGD(({"params": [p], "lr": lr} for p, lr in zip(params, (1.0, 0.1, 0.01))), lr=0.5)
-    sched = LRScheduler(opt, [lambda s: 1.0, lambda s: 2.0 ** s, lambda s: 0.5])
-    sched.step()
-    sched.step()
-    assert sched.get_last_lr() == pytest.approx([1.0, 0.4, 0.005])
-    with pytest.raises(ValueError, match="one per parameter group"):
-        LRScheduler(opt, [lambda s: 1.0])
-
-
-def test_lr_scheduler_matches_torch_lambdalr():
+def test_warmup_cosine_matches_torch_lambdalr():
     torch = pytest.importorskip("torch", reason="torch is the optional oracle")
     f = lambda s: warmup_cosine(s, base_lr=1.0, warmup_steps=3, max_steps=12, min_lr=0.2)   # noqa: E731
-    ours = LRScheduler(SGD(make_params(), lr=0.3), f)
+    ours = WarmupCosine(SGD(make_params(), lr=0.3), warmup_steps=3, max_steps=12, min_lr_ratio=0.2)
     topt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.3)
     theirs = torch.optim.lr_scheduler.LambdaLR(topt, f)
     for _ in range(15):
@@ -539,7 +505,6 @@ def test_clip_scale_is_max_norm_over_norm_plus_eps():
 def test_schedule_edges_base_lr_and_a_flat_schedule():
     # the warm-up scales with base_lr (not just step / warmup_steps)
     assert warmup_cosine(1, base_lr=3e-4, warmup_steps=4, max_steps=10) == pytest.approx(0.75e-4)
-    assert warmup_linear(3, base_lr=3e-4, warmup_steps=4, max_steps=10) == pytest.approx(2.25e-4)
     # min_lr == base_lr is allowed: constant after the warm-up
     assert [warmup_cosine(s, base_lr=0.1, warmup_steps=2, max_steps=6, min_lr=0.1) for s in range(2, 8)] \
         == pytest.approx([0.1] * 6)
@@ -549,8 +514,6 @@ def test_schedule_edges_base_lr_and_a_flat_schedule():
     WarmupCosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=1.0)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         WarmupCosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=1.5)
-    with pytest.raises(ValueError, match="last_step"):
-        WarmupCosine(opt, warmup_steps=2, max_steps=6).load_state_dict({"last_step": 3})
 
 
 def test_state_dict_hyperparameters_become_json_types_and_parameters_need_data_and_grad():

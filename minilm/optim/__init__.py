@@ -12,13 +12,13 @@
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .clip import clip_grad_norm_
-from .lr_scheduler import LRScheduler, WarmupCosine, warmup_cosine, warmup_linear
+from .lr_scheduler import WarmupCosine, warmup_cosine
 from .optimizer import Optimizer, flatten_optimizer_state, unflatten_optimizer_state
 from .param_groups import param_groups_for_weight_decay
 from .sgd import SGD
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "param_groups_for_weight_decay",
-    "lr_scheduler", "LRScheduler", "WarmupCosine", "warmup_cosine", "warmup_linear",
+    "lr_scheduler", "WarmupCosine", "warmup_cosine",
     "flatten_optimizer_state", "unflatten_optimizer_state",
 ]
