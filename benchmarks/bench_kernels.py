@@ -1,6 +1,6 @@
 """Benchmark the Numba CPU kernels against plain-NumPy reference ops, side by side, and print a table.
 
-    python benchmarks/bench_kernels.py [--repeats 7] [--threads N] [--blas-threads N]
+    python benchmarks/bench_kernels.py [--repeats 7] [--threads N] [--blas-threads N] [--ladder-only]
 
 For every op at the "small" GPT shapes it times the forward, and the forward + backward together
 (what a training step pays), for the NumPy reference (benchmarks/_reference_ops.py) and for
@@ -13,6 +13,12 @@ when causal; backward twice the forward; the kernel's recomputation of P is not 
 element-wise ops in GB/s of compulsory traffic (every input read once, every output written once).
 "Of ceiling" compares with the measured GEMM rate, or with a plain copy of the same number of bytes
 (so a working set that stays in cache is compared with a copy that stays in cache too).
+The attention ladder: after that table, every version of minilm.kernels.cpu.ATTENTION_VERSIONS
+(v1 the plain row-wise port, v2 the online softmax, v3 the tiled kernel) and the NumPy reference are
+timed in turn at the same shape, forward and forward + backward, with each version's largest
+difference from the reference (a timing of a wrong answer is worthless), and the fastest is named.
+With a CUDA device (CuPy), minilm.kernels.cuda's three versions are timed the same way (CUDA events).
+--ladder-only skips the per-op table.
 On a shared machine absolute times drift from run to run: compare the ratios of one run, and
 trust no run made while other processes keep the cores busy (the load average is printed).
 """
@@ -31,6 +37,7 @@ def parse_args():
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="BLAS threads for the NumPy reference (sets OPENBLAS/OMP/MKL_NUM_THREADS; "
                              "default: all cores)")
+    parser.add_argument("--ladder-only", action="store_true", help="time only the attention ladder")
     return parser.parse_args()
 
 
@@ -64,6 +71,100 @@ def side_by_side(fn_a, fn_b, repeats):
         times_a.append(timed(fn_a))
         times_b.append(timed(fn_b))
     return statistics.median(times_a), statistics.median(times_b)
+
+
+def round_robin(fns, repeats):
+    """Median seconds of every fn in the dict, after one warm-up call each; the fns take turns in every
+    round, so a burst of load from elsewhere hits all of them rather than one."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_table(header, rows):
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+LADDER_SHAPE = (8, 6, 256, 64)  # B, H, T, D of the "small" GPT preset; causal
+
+
+def attention_ladder(repeats):
+    """Time the NumPy reference and every CPU attention version, forward and forward + backward."""
+    B, H, T, D = LADDER_SHAPE
+    rng = np.random.default_rng(1)
+    q, k, v, dout = (rng.standard_normal((B, H, T, D), dtype=np.float32) for _ in range(4))
+    flops_fwd = 4 * B * H * T * T * D / 2  # causal: half the score matrix is useful
+
+    def ref_fb():
+        o, saved = ref.attention_forward(q, k, v, causal=True)
+        ref.attention_backward(q, k, v, saved, dout)
+
+    forward = {"NumPy reference": lambda: ref.attention_forward(q, k, v, causal=True)}
+    both = {"NumPy reference": ref_fb}
+    want = ref.attention_forward(q, k, v, causal=True)[0]
+    error = {"NumPy reference": 0.0}
+    for name, (fwd, bwd) in fast.ATTENTION_VERSIONS.items():
+        def fb(fwd=fwd, bwd=bwd):
+            o, lse = fwd(q, k, v, causal=True)
+            bwd(q, k, v, o, lse, dout, causal=True)
+        forward[name] = lambda fwd=fwd: fwd(q, k, v, causal=True)
+        both[name] = fb
+        error[name] = float(np.abs(fwd(q, k, v, causal=True)[0] - want).max())
+    t_fwd = round_robin(forward, repeats)
+    t_fb = round_robin(both, repeats)
+    print("\nattention ladder, B%d H%d T%d D%d causal, minilm.kernels.cpu.ATTENTION_VERSIONS (medians of %d; "
+          "'x ref' = NumPy reference time / this time)" % (B, H, T, D, repeats))
+    rows = []
+    for name in forward:
+        rows.append((name, "%.2f" % (1e3 * t_fwd[name]), "%.2fx" % (t_fwd["NumPy reference"] / t_fwd[name]),
+                     "%.1f" % (flops_fwd / t_fwd[name] / 1e9), "%.2f" % (1e3 * t_fb[name]),
+                     "%.2fx" % (t_fb["NumPy reference"] / t_fb[name]), "%.1f" % (3 * flops_fwd / t_fb[name] / 1e9),
+                     "%.1e" % error[name]))
+    print_table(("version", "fwd ms", "x ref", "GFLOP/s", "fwd+bwd ms", "x ref", "GFLOP/s", "max |out - ref|"), rows)
+    fastest = min(fast.ATTENTION_VERSIONS, key=lambda n: t_fb[n])
+    used = next(n for n, (fwd, _) in fast.ATTENTION_VERSIONS.items() if fwd is fast.KERNELS["attention_forward"])
+    print("fastest version (fwd+bwd) in this run: %s; the backend's KERNELS use: %s" % (fastest, used))
+
+
+def cuda_attention_ladder(repeats):
+    """Time minilm.kernels.cuda's attention versions on the GPU (CUDA events), if there is one."""
+    import minilm.kernels.cuda as kcuda
+    if not kcuda.is_available():
+        print("\nCUDA attention ladder: no CuPy or no CUDA device here; not timed")
+        return
+    import cupy as cp
+    B, H, T, D = LADDER_SHAPE
+    rng = np.random.default_rng(1)
+    q, k, v, dout = (cp.asarray(rng.standard_normal((B, H, T, D), dtype=np.float32)) for _ in range(4))
+
+    def gpu_ms(fn):
+        fn()
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        times = []
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end))
+        return statistics.median(times)
+
+    print("\nCUDA attention ladder, B%d H%d T%d D%d causal (GPU ms, medians of %d)" % (B, H, T, D, repeats))
+    rows = []
+    for name, (fwd, bwd) in kcuda.ATTENTION_VERSIONS.items():
+        def fb(fwd=fwd, bwd=bwd):
+            o, lse = fwd(q, k, v, causal=True)
+            bwd(q, k, v, o, lse, dout, causal=True)
+        rows.append((name, "%.3f" % gpu_ms(lambda fwd=fwd: fwd(q, k, v, causal=True)), "%.3f" % gpu_ms(fb)))
+    print_table(("version", "fwd ms", "fwd+bwd ms"), rows)
 
 
 def gemm_ceiling(repeats):
@@ -201,6 +302,14 @@ def main():
     print("ceilings in this run: fp32 GEMM %.1f GFLOP/s, copy of 256 MiB %.1f GB/s; medians of %d repeats\n"
           % (gemm, dram, repeats))
 
+    if not ARGS.ladder_only:
+        per_op_table(repeats, gemm)
+    attention_ladder(repeats)
+    cuda_attention_ladder(repeats)
+    print("\nload average at end: %.2f" % os.getloadavg()[0])
+
+
+def per_op_table(repeats, gemm):
     header = ("op", "shape", "pass", "NumPy ms", "Numba ms", "speedup", "Numba rate", "of ceiling")
     rows = []
     for name, shape, work_f, work_fb, unit, nbytes, ref_f, ref_fb, fast_f, fast_fb in cases(np.random.default_rng(0)):
@@ -210,12 +319,7 @@ def main():
             ceiling = gemm if unit == "GFLOP/s" else copy_bandwidth(nbytes, repeats)
             rows.append((name, shape, label, "%.2f" % (t_ref * 1e3), "%.2f" % (t_fast * 1e3),
                          "%.1fx" % (t_ref / t_fast), "%.1f %s" % (rate, unit), "%.0f%%" % (100 * rate / ceiling)))
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    print("\nload average at end: %.2f" % os.getloadavg()[0])
+    print_table(header, rows)
 
 
 if __name__ == "__main__":
