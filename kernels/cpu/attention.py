@@ -1,5 +1,9 @@
 """Fused scaled dot-product attention, forward and backward, FlashAttention-style on the CPU.
 
+Version 3 of the attention ladder, the one the backend uses: version 1 (attention_v1_rows.py) is the
+plain row-by-row port, version 2 (attention_v2_online.py) adds the online softmax, and this one
+adds tiles, register blocking (attention_blocks.py) and exponentials in the log2 domain.
+
     S = scale * Q K^T (+ masks),  P = softmax(S) row-wise,  O = P V,  lse_i = log sum_j exp(S_ij)
 
 Forward (Dao et al. 2022, "FlashAttention", Algorithm 1; Milakov & Gimelshein 2018, "Online

@@ -1,4 +1,5 @@
 // attention_backward.cu -- fused scaled dot-product attention, backward (FlashAttention-2 style).
+// Version 3 of the attention ladder (see attention_v1.cu and attention_v2.cu for versions 1 and 2).
 //
 // Forward (attention_forward.cu): S = scale * Q K^T, P = softmax(S) over visible keys, O = P V,
 // and lse_i = log sum_j exp(S_ij). Given dO, the chain rule gives

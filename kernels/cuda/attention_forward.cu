@@ -1,4 +1,6 @@
 // attention_forward.cu -- fused scaled dot-product attention, forward (FlashAttention-style).
+// Version 3 of the attention ladder (attention_v1.cu: full softmax per row; attention_v2.cu:
+// online softmax per row); this one adds shared-memory tiles of K and V used by 16 query rows.
 //
 //   S = scale * Q K^T          (Tq, Tk) per (batch, head)
 //   P = softmax(S) over keys, with masked keys removed
