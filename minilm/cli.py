@@ -15,13 +15,23 @@ damaged file, a full disk, a corpus that cannot be downloaded) ends with one lin
 import argparse
 import dataclasses
 import errno
-import math
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
+import minilm
+from minilm.autograd import no_grad
+from minilm.data.download import DownloadError
+from minilm.generate import TextStreamer, generate
+from minilm.models import BertConfig, GPTConfig
 from minilm.models.bert_config import PRESETS as BERT_PRESETS
 from minilm.models.gpt_config import PRESETS as GPT_PRESETS
+from minilm.pretrain import LIMITS, Limits, PretrainConfig, build_data, context_length, load_pretrained, load_text
+from minilm.pretrain import prepare
+from minilm.train import TrainingDiverged
+from minilm.viz import plot_loss_curves
 
 MAX_NEW_TOKENS = 100_000     # a cap on --max-new-tokens: beyond it a typo, not a wish (and hours of CPU)
 DEFAULT_PRESET = {"gpt": "baby", "bert": "bert-mini"}     # what --preset auto means for each family
@@ -29,47 +39,24 @@ DEFAULT_TOKENIZER = {"gpt": "char", "bert": "bpe"}         # --tokenizer auto: B
 
 
 # ----- option values, checked when the command line is read --------------------------------------
-def _number(kind, low=None, high=None, *, low_open=False, high_open=False):
-    """An argparse `type=` accepting an int or a finite float in a range; anything else is argparse's
+def _number(kind, limits):
+    """An argparse `type=` accepting an int or a finite float within `limits`; anything else is argparse's
     one-line usage error (exit code 2), e.g. "argument --eval-interval: must be an integer >= 1, got '0'"."""
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high}")
-    what = ("an integer" if kind is int else "a finite number") + (" " + " and ".join(parts) if parts else "")
-
     def check(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        if low is not None and (value < low or (low_open and value == low)):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        if high is not None and (value > high or (high_open and value == high)):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+            value = None
+        if value is None or limits.problem(kind, value):
+            raise argparse.ArgumentTypeError(f"must be {limits.describe(kind)}, got {text!r}")
         return value
 
-    check.__name__ = what          # argparse names the type in some messages
+    check.__name__ = limits.describe(kind)          # argparse names the type in some messages
     return check
 
 
-_COUNT = _number(int, 1)           # >= 1
-_COUNT0 = _number(int, 0)          # >= 0
-_SEED = _number(int, 0, 2 ** 63 - 1)
-_POSITIVE = _number(float, 0, low_open=True)
-_NONNEG = _number(float, 0)
-# PretrainConfig field -> the check of its option (fields not listed are strings or choices)
-TRAIN_TYPES = {
-    "max_chars": _COUNT0, "vocab_size": _number(int, 257), "seq_len": _COUNT0, "batch_size": _COUNT,
-    "steps": _COUNT, "lr": _POSITIVE, "min_lr_ratio": _number(float, 0, 1), "warmup_steps": _COUNT0,
-    "weight_decay": _NONNEG, "grad_clip": _NONNEG, "grad_accum": _COUNT,
-    "dropout": _number(float, 0, 1, high_open=True), "n_layer": _COUNT0, "n_head": _COUNT0, "n_embd": _COUNT0,
-    "val_fraction": _number(float, 0, 1, low_open=True, high_open=True), "eval_interval": _COUNT,
-    "eval_batches": _COUNT0, "ckpt_interval": _COUNT, "log_interval": _COUNT, "seed": _SEED,
-}
+_COUNT = _number(int, Limits(1))
+_SEED = _number(int, LIMITS["seed"])
 
 
 class _Typed(argparse.Action):
@@ -115,7 +102,6 @@ HELP = {
 
 
 def _add_train_parser(sub):
-    from minilm.pretrain import PretrainConfig
     p = sub.add_parser("train", help="pretrain a GPT (next-token) or BERT (masked LM) on a corpus",
                        description="Pretrain a model. Every option has a default; the run folder "
                                    "gets a checkpoint, the tokenizer, metrics.jsonl and loss.png.")
@@ -124,8 +110,9 @@ def _add_train_parser(sub):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--out"] if f.name == "out_dir" else [flag]
         default = "auto" if f.name in ("preset", "tokenizer") else f.default
+        kind = type(f.default)
         kwargs = {"default": default, "help": HELP[f.name] + f" (default: {default})", "action": _Typed,
-                  "type": TRAIN_TYPES.get(f.name, type(f.default))}
+                  "type": _number(kind, LIMITS[f.name]) if f.name in LIMITS else kind}
         if f.name == "model":
             kwargs["choices"] = ["gpt", "bert"]
         if f.name == "tokenizer":
@@ -138,18 +125,18 @@ def _add_train_parser(sub):
                    help="continue the run in --out from its checkpoint (same loss curve as without the break)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoint, tokenizer and metrics)")
-    p.add_argument("--samples", type=_COUNT0, default=1,
+    p.add_argument("--samples", type=_number(int, Limits(0)), default=1,
                    help="print this many generated samples at each evaluation (GPT)")
     p.add_argument("--backend", choices=["numpy", "numba", "cuda"], help="kernel backend (default: numba if installed)")
     return p
 
 
 def _add_sampling_options(p):
-    p.add_argument("--max-new-tokens", type=_number(int, 0, MAX_NEW_TOKENS), default=200,
+    p.add_argument("--max-new-tokens", type=_number(int, Limits(0, MAX_NEW_TOKENS)), default=200,
                    help=f"tokens to generate, at most {MAX_NEW_TOKENS:,} (default: 200)")
-    p.add_argument("--temperature", type=_NONNEG, default=1.0, help="softmax temperature; 0 = greedy (default: 1.0)")
+    p.add_argument("--temperature", type=_number(float, Limits(0)), default=1.0, help="softmax temperature; 0 = greedy (default: 1.0)")
     p.add_argument("--top-k", type=_COUNT, default=None, help="sample only among the k most likely tokens")
-    p.add_argument("--top-p", type=_number(float, 0, 1, low_open=True), default=None,
+    p.add_argument("--top-p", type=_number(float, Limits(0, 1, low_open=True)), default=None,
                    help="nucleus sampling: smallest set with this probability mass, in (0, 1]")
     p.add_argument("--seed", type=_SEED, default=0, help="sampling seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix every step (no KV cache)")
@@ -192,7 +179,6 @@ def resolve_preset(model, preset):
 
 def _check_out_dir(path):
     """Fail before the slow work (reading the corpus, training a tokenizer) when --out cannot be a folder."""
-    from pathlib import Path
     path = Path(path)
     for folder in [path, *path.parents]:
         if folder.exists():
@@ -203,9 +189,6 @@ def _check_out_dir(path):
 
 
 def cmd_train(args):
-    from minilm.generate import generate
-    from minilm.pretrain import PretrainConfig, prepare
-    from minilm.viz import plot_loss_curves
     fields = [f.name for f in dataclasses.fields(PretrainConfig)]
     values = {name: getattr(args, name) for name in fields}
     values["preset"] = resolve_preset(args.model, args.preset)
@@ -229,11 +212,11 @@ def cmd_train(args):
             typed.discard(name)       # "auto" asks for nothing in particular: --resume keeps the saved one
     trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples, overwrite=args.overwrite,
                                  explicit=typed)
-    cfg = PretrainConfig.from_dict(trainer.config["pretrain"]) if "pretrain" in trainer.config else cfg
+    cfg = trainer.config              # with --resume: the saved run's settings
     model = trainer.model
     print(f"minilm train: {cfg.model} '{cfg.preset}' with {model.num_parameters():,} parameters, "
-          f"vocab {tokenizer.vocab_size}, context {trainer.train_batcher.seq_len if hasattr(trainer.train_batcher, 'seq_len') else cfg.seq_len}, "
-          f"from step {trainer.step} to {trainer.steps}; backend {_backend()}", file=sys.stderr)
+          f"vocab {tokenizer.vocab_size}, context {context_length(model)}, "
+          f"from step {trainer.step} to {cfg.steps}; backend {minilm.get_backend()}", file=sys.stderr)
     # A diverging run overflows on its way to the NaN loss the Trainer reports (TrainingDiverged,
     # one line naming the step and the op): NumPy's warnings about it would only bury that line.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -247,19 +230,12 @@ def cmd_train(args):
     return 0
 
 
-def _backend():
-    import minilm
-    return minilm.get_backend()
-
-
 def _write_now(text):
     sys.stdout.write(text)
     sys.stdout.flush()
 
 
 def cmd_generate(args):
-    from minilm.generate import TextStreamer, generate
-    from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
     if config["pretrain"]["model"] != "gpt":          # (checked by load_pretrained: "gpt" or "bert")
         raise ValueError(f"{args.run} holds a {config['pretrain']['model']} model; "
@@ -282,7 +258,6 @@ def cmd_generate(args):
 
 
 def cmd_eval(args):
-    from minilm.pretrain import PretrainConfig, build_data, load_pretrained, load_text
     model, tokenizer, config = load_pretrained(args.run)
     cfg = PretrainConfig.from_dict(config["pretrain"])
     if args.corpus:
@@ -295,8 +270,6 @@ def cmd_eval(args):
 
 
 def cmd_fill_mask(args):
-    from minilm.autograd import no_grad
-    from minilm.pretrain import load_pretrained
     model, tokenizer, config = load_pretrained(args.run)
     if config["pretrain"]["model"] != "bert":
         raise ValueError(f"{args.run} holds a {config['pretrain']['model']} model; fill-mask needs a BERT")
@@ -322,7 +295,6 @@ def cmd_fill_mask(args):
 
 def show_presets():
     """Both families' size presets, with their parameter count at a 2,000-token vocabulary."""
-    from minilm.models import BertConfig, GPTConfig
     vocab = 2000
     print(f"GPT presets (minilm train --model gpt --preset NAME; 'auto' = {DEFAULT_PRESET['gpt']}):")
     for name in GPT_PRESETS:
@@ -340,7 +312,6 @@ def show_presets():
 
 
 def cmd_info(args):
-    from minilm.pretrain import load_pretrained
     if args.presets:
         return show_presets()
     if args.run is None:
@@ -375,15 +346,12 @@ def describe_error(err, args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from minilm.data.download import DownloadError
-    from minilm.train import TrainingDiverged
     handlers = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
                 "fill-mask": cmd_fill_mask, "info": cmd_info}
     # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
     user_errors = (ValueError, OSError, TrainingDiverged, DownloadError)
     try:
         if getattr(args, "backend", None):
-            import minilm
             minilm.set_backend(args.backend)
         return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -393,7 +361,6 @@ def main(argv=None):
     except BrokenPipeError:
         # the reader of our output went away (`minilm generate ... | head`): stop quietly, as
         # `cat` does; stdout goes to /dev/null so that Python's final flush does not complain
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except user_errors as err:

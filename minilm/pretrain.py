@@ -16,12 +16,13 @@ import numpy as np
 from minilm import random as minilm_random
 from minilm.data import ARBatcher, MLMBatcher, encode_to_array, iter_eval_batches, load_corpus, split_text
 from minilm.io.checkpoint import load_checkpoint, take_prefix
+from minilm.models import GPT, BertConfig, BertForMaskedLM, GPTConfig
 from minilm.objectives import AutoregressiveLM, MaskedLM, most_frequent_masked_token
 from minilm.tokenizers import ByteLevelBPE, CharTokenizer, load_tokenizer
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, TOKENIZER_FILE, RunFolderError, check_tokenizer
 from minilm.run_folder import check_not_in_use, clear_run_folder, existing_entries, fail, find_checkpoint
 from minilm.run_folder import load_weights, tokenizer_sha256
-from minilm.train import Trainer
+from minilm.train import TrainConfig, Trainer
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # What --resume may change: how long to train and how often to look. Everything else
@@ -30,7 +31,8 @@ RESUME_MAY_CHANGE = ("steps", "eval_interval", "ckpt_interval", "log_interval", 
 
 
 @dataclasses.dataclass
-class PretrainConfig:
+class PretrainConfig(TrainConfig):
+    """A TrainConfig (steps, lr, schedule, intervals, out_dir) and what the run trains on."""
     model: str = "gpt"              # "gpt" (autoregressive LM) or "bert" (masked LM)
     preset: str = "baby"            # a size preset of that model family
     corpus: str = "pydoc"           # a built-in corpus name or a path
@@ -39,24 +41,13 @@ class PretrainConfig:
     vocab_size: int = 2000          # BPE only
     seq_len: int = 0                # context length (0 = the preset's)
     batch_size: int = 12
-    steps: int = 2000
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 1
     dropout: float = 0.0
     n_layer: int = 0                # size overrides (0 = the preset's)
     n_head: int = 0
     n_embd: int = 0
     val_fraction: float = 0.1
-    eval_interval: int = 200
     eval_batches: int = 20
-    ckpt_interval: int = 500
-    log_interval: int = 50
     seed: int = 1337
-    out_dir: str = "runs/gpt"
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -67,35 +58,61 @@ class PretrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def check(self):
-        """Raise ValueError naming the first field of the wrong type or out of range."""
+        """Raise ValueError naming the first field of the wrong type or out of range (see LIMITS)."""
         for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), type(f.default)
-            ok = isinstance(value, kind) and not isinstance(value, bool)
-            if kind is float:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok:
-                raise ValueError(f"{f.name} must be a{' finite' if kind is float else 'n' if kind is int else ''} "
-                                 f"{kind.__name__}, got {value!r}")
-            low, high = _RANGES.get(f.name, (None, None))
-            if kind is int and high is None:
-                high = 2 ** 63 - 1
-            if (low is not None and value < low) or (high is not None and value > high) \
-                    or (f.name in _OPEN_ABOVE and value >= _OPEN_ABOVE[f.name]):
-                shown = f"< {_OPEN_ABOVE[f.name]}" if f.name in _OPEN_ABOVE else f"<= {high}"
-                raise ValueError(f"{f.name} must be >= {low} and {shown}, got {value!r}")
-        for name, allowed in (("model", ("gpt", "bert")), ("tokenizer", ("char", "bpe"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            value = getattr(self, f.name)
+            if f.name in LIMITS:
+                problem = LIMITS[f.name].problem(type(f.default), value)
+            elif f.name in CHOICES:
+                problem = None if value in CHOICES[f.name] else f"must be one of {CHOICES[f.name]}, got {value!r}"
+            else:
+                problem = None if isinstance(value, str) else f"must be a str, got {value!r}"
+            if problem:
+                raise ValueError(f"{f.name} {problem}")
         return self
 
 
-_RANGES = {"max_chars": (0, None), "vocab_size": (1, None), "seq_len": (0, None), "batch_size": (1, None),
-           "steps": (1, None), "lr": (0.0, None), "min_lr_ratio": (0.0, 1.0), "warmup_steps": (0, None),
-           "weight_decay": (0.0, None), "grad_clip": (0.0, None), "grad_accum": (1, None), "dropout": (0.0, None),
-           "n_layer": (0, None), "n_head": (0, None), "n_embd": (0, None), "val_fraction": (0.0, None),
-           "eval_interval": (1, None), "eval_batches": (0, None), "ckpt_interval": (1, None),
-           "log_interval": (1, None), "seed": (0, None)}
-_OPEN_ABOVE = {"dropout": 1.0, "val_fraction": 1.0}
+# ----- the values each field accepts: PretrainConfig.check and the `minilm train` options read them ----
+INT64_MAX = 2 ** 63 - 1             # what a checkpoint's JSON and NumPy's generators take
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The numbers a field accepts: low <= value <= high; an open end leaves out the bound itself."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self, kind):
+        """E.g. 'an integer >= 1' or 'a finite number > 0 and < 1' (kind: int or float)."""
+        bounds = [f"{'>' if self.low_open else '>='} {self.low}"] if self.low is not None else []
+        if self.high is not None:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high}")
+        return " ".join(["an integer" if kind is int else "a finite number", " and ".join(bounds)]).strip()
+
+    def problem(self, kind, value):
+        """None if `value` is accepted, else what is wrong: 'must be ..., got ...'."""
+        numeric = (int,) if kind is int else (int, float)
+        ok = isinstance(value, numeric) and not isinstance(value, bool) and (kind is int or math.isfinite(value))
+        ok = ok and (self.low is None or value > self.low or (value == self.low and not self.low_open))
+        ok = ok and (self.high is None or value < self.high or (value == self.high and not self.high_open))
+        if ok and kind is int and value > INT64_MAX:
+            return f"must be {self.describe(kind)} and <= {INT64_MAX}, got {value!r}"
+        return None if ok else f"must be {self.describe(kind)}, got {value!r}"
+
+
+LIMITS = {
+    "steps": Limits(1), "lr": Limits(0, low_open=True), "min_lr_ratio": Limits(0, 1), "warmup_steps": Limits(0),
+    "weight_decay": Limits(0), "grad_clip": Limits(0), "grad_accum": Limits(1), "eval_interval": Limits(1),
+    "ckpt_interval": Limits(1), "log_interval": Limits(1), "max_chars": Limits(0),
+    "vocab_size": Limits(257),              # byte-level BPE: the 256 bytes and at least one more
+    "seq_len": Limits(0), "batch_size": Limits(1), "dropout": Limits(0, 1, high_open=True),
+    "n_layer": Limits(0), "n_head": Limits(0), "n_embd": Limits(0),
+    "val_fraction": Limits(0, 1, low_open=True, high_open=True), "eval_batches": Limits(0),
+    "seed": Limits(0, INT64_MAX),
+}
+CHOICES = {"model": ("gpt", "bert"), "tokenizer": ("char", "bpe")}
 
 
 # ----- text and tokenizer ---------------------------------------------------------------
@@ -122,7 +139,6 @@ def build_tokenizer(cfg, text):
 # ----- models -----------------------------------------------------------------------------
 def build_model(cfg, vocab_size):
     """A GPT or BERT of the configured preset, with the run's vocabulary, context and dropout."""
-    from minilm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
     overrides = {k: v for k, v in (("n_layer", cfg.n_layer), ("n_head", cfg.n_head),
                                    ("n_embd", cfg.n_embd)) if v}
     if cfg.model == "gpt":
@@ -143,6 +159,11 @@ def build_model(cfg, vocab_size):
     raise ValueError(f"unknown model {cfg.model!r}; choose 'gpt' or 'bert'")
 
 
+def context_length(model):
+    """The longest sequence the model reads: a GPT's block_size, a BERT's max_position_embeddings."""
+    return model.config.block_size if isinstance(model, GPT) else model.config.max_position_embeddings
+
+
 # ----- data -------------------------------------------------------------------------------
 def _sentences(text):
     """Lines (or sentences of long lines) as the units BERT is trained on."""
@@ -157,9 +178,9 @@ def _sentences(text):
 def build_data(cfg, tokenizer, text, model):
     """(train batcher, function returning fresh validation batches, objective)."""
     train_text, val_text = split_text(text, cfg.val_fraction)
+    seq_len = context_length(model)
     rng = np.random.default_rng(cfg.seed + 1)
     if cfg.model == "gpt":
-        seq_len = model.config.block_size
         train_ids = encode_to_array(tokenizer.encode(train_text), tokenizer.vocab_size)
         val_ids = encode_to_array(tokenizer.encode(val_text), tokenizer.vocab_size)
         for name, ids in (("training", train_ids), ("validation", val_ids)):
@@ -171,7 +192,7 @@ def build_data(cfg, tokenizer, text, model):
         return batcher, val, AutoregressiveLM()
     ids = {t: tokenizer.token_to_id(t) for t in BERT_SPECIALS}
     encode = lambda part: [tokenizer.encode(s, allowed_special=()) for s in _sentences(part)]
-    common = dict(batch_size=cfg.batch_size, max_len=model.config.max_position_embeddings, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
+    common = dict(batch_size=cfg.batch_size, max_len=seq_len, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
                   pad_id=ids["[PAD]"], mask_id=ids["[MASK]"], vocab_size=tokenizer.vocab_size,
                   special_ids=[ids["[UNK]"]], pack=True)
     batcher = MLMBatcher(encode(train_text), rng=rng, **common)
@@ -212,11 +233,7 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
         tokenizer.save(tok_path)               # atomic; before any checkpoint, so a checkpoint always finds its tokenizer
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
               "model_config": dataclasses.asdict(model.config), "tokenizer_sha256": tokenizer_sha256(tok_path)}
-    trainer = Trainer(model, objective, batcher, val, out_dir=out, steps=cfg.steps, lr=cfg.lr,
-                      warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio,
-                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
-                      eval_interval=cfg.eval_interval, ckpt_interval=cfg.ckpt_interval,
-                      log_interval=cfg.log_interval, config=config, on_eval=on_eval,
+    trainer = Trainer(model, objective, batcher, val, cfg, checkpoint_config=config, on_eval=on_eval,
                       progress_stream=progress_stream)
     if resume:
         trainer.resume(ckpt)

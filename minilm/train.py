@@ -20,6 +20,7 @@ evaluation and metrics line), saves and raises KeyboardInterrupt. A second
 Ctrl-C stops at once: the step in flight is undone if its weights were not yet
 touched, and otherwise abandoned, keeping the last complete checkpoint.
 """
+import dataclasses
 import json
 import math
 import os
@@ -31,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from minilm import random as minilm_random
+from minilm.autograd.anomaly import AnomalyError, detect_anomaly
 from minilm.io.atomic import atomic_folder, atomic_write_text
 from minilm.io.checkpoint import WEIGHTS_NAME, add_prefix, load_checkpoint, save_checkpoint, take_prefix
 from minilm.optim import AdamW, clip_grad_norm_, flatten_optimizer_state, param_groups_for_weight_decay
-from minilm.optim import unflatten_optimizer_state, warmup_cosine
+from minilm.optim import WarmupCosine, unflatten_optimizer_state
 from minilm.progress import ProgressBar
 from minilm.run_folder import CHECKPOINT_DIR, METRICS_FILE, RunFolderError, check_training_state
 from minilm.run_folder import find_checkpoint, load_weights, read_metrics, run_lock
@@ -62,25 +64,52 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and, if it can, the op that made it."""
 
 
+@dataclasses.dataclass
+class TrainConfig:
+    """How the Trainer trains: the optimizer, the schedule, and how often it evaluates, logs and saves.
+
+    (minilm.pretrain.PretrainConfig is a TrainConfig with the model, corpus and tokenizer added.)
+    """
+    steps: int = 2000               # optimizer steps
+    lr: float = 1e-3                # peak learning rate (AdamW)
+    min_lr_ratio: float = 0.1       # the cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100         # linear warm-up from 0 to lr
+    weight_decay: float = 0.1       # AdamW's decoupled decay, on matrices only (param_groups_for_weight_decay)
+    grad_clip: float = 1.0          # clip the global gradient norm to this (0 = off)
+    grad_accum: int = 1             # micro-batches per optimizer step
+    eval_interval: int = 200        # evaluate every N steps (and at the end)
+    ckpt_interval: int = 500        # write a checkpoint every N steps (and at the end, and on Ctrl-C)
+    log_interval: int = 50          # a progress line every N steps when not in a terminal
+    out_dir: str = "runs/gpt"       # the run folder: checkpoint/, metrics.jsonl, ...
+
+
 class Trainer:
-    def __init__(self, model, objective, train_batcher, val_batches, *, out_dir, steps, lr=1e-3,
-                 warmup_steps=100, min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.99),
-                 grad_clip=1.0, grad_accum=1, eval_interval=200, ckpt_interval=500,
-                 log_interval=50, config=None, on_eval=None, progress_stream=None):
-        """val_batches: a function returning a fresh iterable of validation batches."""
-        if steps < 1 or grad_accum < 1:
-            raise ValueError(f"Trainer: steps ({steps}) and grad_accum ({grad_accum}) must be >= 1")
+    betas = (0.9, 0.99)             # AdamW's (beta1, beta2), as nanoGPT's small models
+
+    def __init__(self, model, objective, train_batcher, val_batches, config=None, *,
+                 checkpoint_config=None, on_eval=None, progress_stream=None):
+        """Trainer(model, objective, train_batcher, val_batches, config: TrainConfig).
+
+        objective: .loss(model, batch) and .evaluate(model, batches) (minilm.objectives);
+        train_batcher: .next_batch(), .state_dict(), .load_state_dict();
+        val_batches: a function returning a fresh iterable of validation batches;
+        checkpoint_config: the JSON-able dict every checkpoint saves as config.json;
+        on_eval(trainer, progress_bar): called after each evaluation (e.g. to print samples).
+        """
+        self.config = config = config if config is not None else TrainConfig()
+        if config.steps < 1 or config.grad_accum < 1:
+            raise ValueError(f"Trainer: steps ({config.steps}) and grad_accum ({config.grad_accum}) must be >= 1")
         self.model, self.objective = model, objective
         self.train_batcher, self.val_batches = train_batcher, val_batches
-        self.out_dir = Path(out_dir)
-        self.steps, self.lr, self.warmup_steps, self.min_lr_ratio = steps, lr, warmup_steps, min_lr_ratio
-        self.grad_clip, self.grad_accum = grad_clip, grad_accum
-        self.eval_interval, self.ckpt_interval, self.log_interval = eval_interval, ckpt_interval, log_interval
-        self.config = dict(config or {})
+        self.out_dir = Path(config.out_dir)
+        self.checkpoint_config = dict(checkpoint_config or {})
         self.on_eval = on_eval
         self.progress_stream = progress_stream
-        groups = param_groups_for_weight_decay(model.named_parameters(), weight_decay)
-        self.optimizer = AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        groups = param_groups_for_weight_decay(model.named_parameters(), config.weight_decay)
+        self.optimizer = AdamW(groups, lr=config.lr, betas=self.betas, weight_decay=config.weight_decay)
+        warmup = min(config.warmup_steps, config.steps - 1)      # a very short run still decays
+        self.scheduler = WarmupCosine(self.optimizer, warmup_steps=warmup, max_steps=config.steps,
+                                      min_lr_ratio=config.min_lr_ratio)
         self.step = 0
         self.history = []          # every metrics record of this run, also written to metrics.jsonl
         self._stop_requested = False   # set by the first Ctrl-C; honoured at the next step boundary
@@ -88,12 +117,6 @@ class Trainer:
         self._saved_step = None        # the step of the last checkpoint this trainer wrote or loaded
 
     # ----- one step -----------------------------------------------------------------------
-    def learning_rate(self, step):
-        """The rate for optimizer step `step` (1-based): linear warm-up, then cosine decay to min_lr."""
-        warmup = min(self.warmup_steps, self.steps - 1)      # a very short run still decays
-        return warmup_cosine(min(step, self.steps), base_lr=self.lr, warmup_steps=warmup,
-                             max_steps=self.steps, min_lr=self.lr * self.min_lr_ratio)
-
     def train_step(self):
         """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens seen).
 
@@ -104,11 +127,11 @@ class Trainer:
         self.model.train()
         batches, total_loss, tokens = [], 0.0, 0
         try:
-            for _ in range(self.grad_accum):
+            for _ in range(self.config.grad_accum):
                 batches.append(self.train_batcher.next_batch())
                 loss, n = self.objective.loss(self.model, batches[-1])
-                (loss * (1.0 / self.grad_accum)).backward()
-                total_loss += float(loss.item()) / self.grad_accum
+                (loss * (1.0 / self.config.grad_accum)).backward()
+                total_loss += float(loss.item()) / self.config.grad_accum
                 tokens += n
         except KeyboardInterrupt:           # the weights are untouched: undo the draws, so a checkpoint is whole
             self.optimizer.zero_grad()
@@ -121,11 +144,9 @@ class Trainer:
                 f"the training loss became {total_loss} at step {self.step + 1}; stopped before "
                 f"updating the weights. {where} The last good checkpoint is in {self.out_dir / CHECKPOINT_DIR} "
                 f"(if one was saved). Try a lower learning rate or gradient clipping.")
-        if self.grad_clip:
-            clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        lr = self.learning_rate(self.step + 1)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        if self.config.grad_clip:
+            clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scheduler.step()           # the rate of this step, self.step + 1 (step 1 is the first update)
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
@@ -137,7 +158,6 @@ class Trainer:
         Only the forward: the loss is what was not finite, and a backward from a
         non-finite loss would blame ops that merely passed the NaN on.
         """
-        from minilm.autograd.anomaly import AnomalyError, detect_anomaly
         self.optimizer.zero_grad()
         after = self.random_states()
         self.load_random_states(start)              # the same dropout masks as the failing pass
@@ -156,25 +176,26 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
-        """Train until `steps`; returns the list of metrics records. Ctrl-C: see the module docstring."""
+        """Train until config.steps; returns the list of metrics records. Ctrl-C: see the module docstring."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.out_dir):          # one writer per run folder
             return self._fit()
 
     def _fit(self):
-        bar = ProgressBar(self.steps, start=self.step, every=self.log_interval, stream=self.progress_stream)
+        cfg = self.config
+        bar = ProgressBar(cfg.steps, start=self.step, every=cfg.log_interval, stream=self.progress_stream)
         window_tokens, window_start = 0, time.perf_counter()
         previous_handler = self._install_interrupt_handler()
         try:
-            while self.step < self.steps:
+            while self.step < cfg.steps:
                 self._at_boundary = False
                 loss, tokens = self.train_step()
                 window_tokens += tokens
                 elapsed = time.perf_counter() - window_start
                 tok_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
-                record = {"step": self.step, "train_loss": loss, "lr": self.learning_rate(self.step),
+                record = {"step": self.step, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
                           "tokens_per_sec": tok_per_s}
-                if self.step % self.eval_interval == 0 or self.step == self.steps:
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
                     record.update(self.evaluate())
                     bar.write(f"step {self.step}: " + ", ".join(
                         f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("val", "mlm"))))
@@ -183,9 +204,9 @@ class Trainer:
                 self._log(record)
                 self._at_boundary = True
                 bar.update(self.step, loss=loss, **{"tok/s": f"{tok_per_s:,.0f}"})
-                if self.step % self.log_interval == 0:
+                if self.step % cfg.log_interval == 0:
                     window_tokens, window_start = 0, time.perf_counter()
-                if self.step % self.ckpt_interval == 0 or self.step == self.steps:
+                if self.step % cfg.ckpt_interval == 0 or self.step == cfg.steps:
                     self._at_boundary = False            # a Ctrl-C inside the save keeps the last checkpoint
                     self.save_checkpoint()
                     self._at_boundary = True
@@ -268,7 +289,7 @@ class Trainer:
         tensors, extra = self.training_state()
         folder = self.out_dir / CHECKPOINT_DIR
         with atomic_folder(folder) as tmp:
-            save_checkpoint(tmp, tensors, self.config, extra)
+            save_checkpoint(tmp, tensors, self.checkpoint_config, extra)
         self._saved_step = self.step
         return folder / WEIGHTS_NAME
 
@@ -281,8 +302,8 @@ class Trainer:
                                     batcher_state=self.train_batcher.state_dict(),
                                     generators=module_generators(self.model),
                                     optim_tensor_names=list(optim_tensors))
-        if step > self.steps:
-            raise RunFolderError(f"{file}: the checkpoint is at step {step}, past steps={self.steps}; "
+        if step > self.config.steps:
+            raise RunFolderError(f"{file}: the checkpoint is at step {step}, past steps={self.config.steps}; "
                                  f"give at least --steps {step}")
         load_weights(self.model, take_prefix("model.", ckpt.tensors), file)
         try:
@@ -290,7 +311,7 @@ class Trainer:
         except ValueError as err:
             raise RunFolderError(f"{file}: {err}") from None
         self.load_random_states(extra)
-        self.step = self._saved_step = step
+        self.step = self._saved_step = self.scheduler.last_step = step    # the schedule is a function of the step
 
     def resume(self, checkpoint=None):
         """Continue from the checkpoint in out_dir, or from `checkpoint` (a loaded Checkpoint, e.g. the one

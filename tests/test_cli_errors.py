@@ -286,7 +286,7 @@ def test_ctrl_c_in_any_command_is_130(good_run, capsys, monkeypatch, command):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("minilm.pretrain.load_pretrained", interrupt)
+    monkeypatch.setattr("minilm.cli.load_pretrained", interrupt)
     rc, _, err = run_main([command, str(good_run)], capsys)
     assert rc == 130 and err.strip() == f"minilm {command}: interrupted"
 

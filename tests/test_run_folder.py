@@ -217,10 +217,10 @@ def test_resume_refuses_contradicting_flags_naming_them_and_reports_allowed_chan
     stream = io.StringIO()
     trainer, _ = prepare(given, resume=True, explicit={"steps", "eval_interval", "out_dir"}, progress_stream=stream)
     assert "resume: eval_interval 3 -> 2, steps 3 -> 5" in stream.getvalue()
-    assert trainer.steps == 5 and trainer.eval_interval == 2 and trainer.lr == 3e-3 and trainer.step == 3
+    assert trainer.config.steps == 5 and trainer.config.eval_interval == 2 and trainer.config.lr == 3e-3 and trainer.step == 3
     # without explicit, only --steps is taken (the API's old behaviour); everything else is the saved run's
     trainer, _ = prepare(given, resume=True, progress_stream=io.StringIO())
-    assert trainer.steps == 5 and trainer.eval_interval == 3
+    assert trainer.config.steps == 5 and trainer.config.eval_interval == 3
     with pytest.raises(RunFolderError, match="checkpoint is at step 3, past steps=2"):
         prepare(tiny(corpus, run, steps=2), resume=True, progress_stream=io.StringIO())
 
@@ -243,9 +243,9 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning(run, corpus):
 @pytest.mark.parametrize("damage, match", [
     (lambda c: [1, 2], r"config.json must hold a JSON object, got list"),
     (lambda c: {**c, "pretrain": [1]}, r"config.json: pretrain is missing or not a JSON object"),
-    (lambda c: {**c, "pretrain": {**c["pretrain"], "steps": "12"}}, r"config.json: pretrain.steps must be an int"),
-    (lambda c: {**c, "pretrain": {**c["pretrain"], "dropout": 1.0}}, r"config.json: pretrain.dropout must be >= 0.0 and < 1.0"),
-    (lambda c: {**c, "pretrain": {**c["pretrain"], "lr": float("nan")}}, r"config.json: pretrain.lr must be a finite float"),
+    (lambda c: {**c, "pretrain": {**c["pretrain"], "steps": "12"}}, r"config.json: pretrain.steps must be an integer >= 1, got .12."),
+    (lambda c: {**c, "pretrain": {**c["pretrain"], "dropout": 1.0}}, r"config.json: pretrain.dropout must be a finite number >= 0 and < 1, got 1.0"),
+    (lambda c: {**c, "pretrain": {**c["pretrain"], "lr": float("nan")}}, r"config.json: pretrain.lr must be a finite number > 0, got nan"),
     (lambda c: {**c, "pretrain": {**c["pretrain"], "model": "t5"}}, r"config.json: pretrain.model must be one of"),
     (lambda c: {**c, "pretrain": {k: v for k, v in c["pretrain"].items() if k != "seed"}}, r"config.json: pretrain has missing fields \['seed'\]"),
 ])

@@ -15,7 +15,7 @@ the losses (numpy 2.4.6 with OpenBLAS, on the numpy and on the numba backend);
 the asserts allow 2e-6 and 1e-5. Not bit-exact: another BLAS rounds the float32
 gradients differently. Each mutation these tests are for (the loss not divided
 by grad_accum, clipping skipped, step 1 run at the lr of step 0, weight decay on
-every parameter, betas not passed to AdamW) fails at least one of them.
+every parameter, AdamW not given Trainer.betas) fails at least one of them.
 """
 import io
 import math
@@ -25,7 +25,8 @@ import pytest
 
 from minilm.models import GPT, GPTConfig
 from minilm.objectives import AutoregressiveLM
-from minilm.train import Trainer
+from minilm.optim import warmup_cosine
+from minilm.train import TrainConfig, Trainer
 
 V, T = 13, 6
 CONFIG = GPTConfig.preset("nano", vocab_size=V, block_size=T, n_layer=1, n_embd=16, n_head=2)
@@ -140,12 +141,13 @@ def trainer_run(tmp_path, batches, grad_accum, grad_clip):
     """Run Trainer.fit for STEPS steps; return (trainer, weights after each step, grads given to AdamW)."""
     model = new_model()
     val = batches[:1]
-    trainer = Trainer(model, AutoregressiveLM(), FixedBatches(batches), lambda: iter(val), out_dir=tmp_path,
-                      steps=STEPS, lr=LR, warmup_steps=WARMUP, min_lr_ratio=MIN_RATIO, weight_decay=WD,
-                      betas=BETAS, grad_clip=grad_clip, grad_accum=grad_accum, eval_interval=100,
-                      ckpt_interval=100, log_interval=100, progress_stream=io.StringIO())
+    config = TrainConfig(steps=STEPS, lr=LR, warmup_steps=WARMUP, min_lr_ratio=MIN_RATIO, weight_decay=WD,
+                         grad_clip=grad_clip, grad_accum=grad_accum, eval_interval=100, ckpt_interval=100,
+                         log_interval=100, out_dir=tmp_path)
+    trainer = Trainer(model, AutoregressiveLM(), FixedBatches(batches), lambda: iter(val), config,
+                      progress_stream=io.StringIO())
     for group in trainer.optimizer.param_groups:
-        group["eps"] = EPS
+        group["eps"], group["betas"] = EPS, BETAS
     params = unique_params(model)
     weights, grads_seen = [], []
     real_step = trainer.optimizer.step
@@ -184,6 +186,19 @@ def test_steps_equal_an_independent_adamw_without_clipping(tmp_path, grad_accum)
     assert trainer.history[0]["lr"] == pytest.approx(LR / 2)        # step 1 of a 2-step warm-up: not 0
 
 
+@pytest.mark.parametrize("steps, warmup", [(1, 0), (3, 5), (6, 2), (6, 0)])
+def test_each_step_runs_at_the_warmup_cosine_rate_to_the_last_bit(tmp_path, steps, warmup):
+    """Step k updates at warmup_cosine(k) exactly, in every group (the warm-up capped at steps - 1)."""
+    config = TrainConfig(steps=steps, warmup_steps=warmup, lr=3e-3, min_lr_ratio=0.1, out_dir=tmp_path)
+    trainer = Trainer(new_model(), AutoregressiveLM(), FixedBatches(make_batches(steps)), lambda: iter([]), config)
+    rates, real_step = [], trainer.optimizer.step
+    trainer.optimizer.step = lambda: (rates.append({g["lr"] for g in trainer.optimizer.param_groups}), real_step())
+    for _ in range(steps):
+        trainer.train_step()
+    assert rates == [{warmup_cosine(k, base_lr=3e-3, warmup_steps=min(warmup, steps - 1), max_steps=steps,
+                                    min_lr=3e-3 * 0.1)} for k in range(1, steps + 1)]
+
+
 def test_clipping_rescales_to_the_global_norm(tmp_path):
     batches = make_batches(STEPS * 2, seed=8)
     _, _, ref_norms = reference_run(batches, 2, grad_clip=0.0)
@@ -201,7 +216,7 @@ def test_weight_decay_only_on_the_decay_group(tmp_path):
     """With a zero learning signal (grads of 0 would be skipped, so: lr tiny vs wd), check groups directly."""
     model = new_model()
     trainer = Trainer(model, AutoregressiveLM(), FixedBatches(make_batches(1)), lambda: iter([]),
-                      out_dir=tmp_path, steps=2, weight_decay=0.3, betas=BETAS)
+                      TrainConfig(steps=2, weight_decay=0.3, out_dir=tmp_path))
     decay = decayed_names(model)
     params = unique_params(model)
     by_id = {id(p): n for n, p in params.items()}
@@ -212,7 +227,7 @@ def test_weight_decay_only_on_the_decay_group(tmp_path):
     assert set(groups) == set(params)                                 # every parameter, once
     assert {n for n, wd in groups.items() if wd == 0.3} == decay
     assert {n for n, wd in groups.items() if wd == 0.0} == set(params) - decay
-    assert all(tuple(g["betas"]) == BETAS for g in trainer.optimizer.param_groups)
+    assert all(tuple(g["betas"]) == Trainer.betas for g in trainer.optimizer.param_groups)
 
 
 class SpyObjective(AutoregressiveLM):
@@ -242,8 +257,9 @@ def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
     model = new_model()
     model.eval()                                               # the Trainer must switch it itself
     progress = io.StringIO()
-    trainer = Trainer(model, objective, FixedBatches(batches), lambda: iter(batches[:2]), out_dir=tmp_path,
-                      steps=7, warmup_steps=1, eval_interval=3, ckpt_interval=100, log_interval=100,
+    config = TrainConfig(steps=7, warmup_steps=1, eval_interval=3, ckpt_interval=100, log_interval=100,
+                         out_dir=tmp_path)
+    trainer = Trainer(model, objective, FixedBatches(batches), lambda: iter(batches[:2]), config,
                       on_eval=lambda tr, bar: seen.append(tr.step), progress_stream=progress)
     start = time.perf_counter()
     history = trainer.fit()
@@ -264,7 +280,7 @@ def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
 def test_bad_step_counts_are_refused_and_a_step_counts_its_tokens(tmp_path):
     batches = make_batches(4)
     make = lambda **kw: Trainer(new_model(), AutoregressiveLM(), FixedBatches(batches), lambda: iter(batches),
-                                out_dir=tmp_path, progress_stream=io.StringIO(), **kw)
+                                TrainConfig(out_dir=tmp_path, **kw), progress_stream=io.StringIO())
     for bad in (dict(steps=0), dict(steps=3, grad_accum=0)):
         with pytest.raises(ValueError, match="must be >= 1"):
             make(**bad)
