@@ -26,7 +26,7 @@ import numpy as np
 
 BACKENDS = ("numpy", "numba", "cuda")
 
-_state = {"requested": None, "name": None, "kernels": None, "reported": False}
+_state = {"requested": None, "name": None, "kernels": None}
 _calls = collections.Counter()      # kernel name -> calls since the last reset (see kernel_call_counts)
 
 
@@ -98,7 +98,7 @@ def set_backend(name=None):
         warnings.warn(f"minilm: backend {requested!r} is unavailable ({err}); "
                       f"falling back to the NumPy reference ops", RuntimeWarning, stacklevel=2)
         kernels, chosen = {}, "numpy"
-    _state.update(requested=requested, name=chosen, kernels=kernels, reported=False)
+    _state.update(requested=requested, name=chosen, kernels=kernels)
     return chosen
 
 
@@ -122,14 +122,25 @@ def reset_kernel_call_counts():
 
 
 def get_backend():
-    """The name of the active kernel backend (resolving the default on first use)."""
+    """The name of the active kernel backend.
+
+    The first call without a set_backend() before it chooses the default, and
+    says so once on stderr: a learner should know when code other than the
+    readable reference is running.
+    """
     if _state["name"] is None:
-        set_backend(None)
+        chosen = set_backend(None)
+        if chosen != "numpy":
+            print(f"minilm: using the {chosen!r} kernel backend "
+                  f"(minilm.set_backend or MINILM_BACKEND to change)", file=sys.stderr)
     return _state["name"]
 
 
 def get_kernel(name, *arrays):
     """The fast kernel `name` for these arrays, or None to use the reference op.
+
+    Only `minilm.nn.functional` asks this question: it is the one place where
+    reference and fused ops are chosen.
 
     A kernel is used only when the arrays live where the backend runs
     (NumPy arrays for "numba", CuPy arrays for "cuda") and are float32: the
@@ -143,9 +154,4 @@ def get_kernel(name, *arrays):
         return None
     if any(getattr(a, "dtype", None) != np.float32 for a in arrays):
         return None
-    kernel = _state["kernels"].get(name)
-    if kernel is not None and not _state["reported"]:
-        _state["reported"] = True
-        print(f"minilm: using the {backend!r} kernel backend "
-              f"(minilm.set_backend or MINILM_BACKEND to change)", file=sys.stderr)
-    return kernel
+    return _state["kernels"].get(name)

@@ -10,7 +10,7 @@ import pytest
 
 import minilm
 from minilm.io.safetensors import save_file
-from minilm.models import BertConfig, BertForMaskedLM, BertModel
+from minilm.models import BertConfig, BertForMaskedLM, BertModel, hf
 from minilm.nn import Parameter
 
 
@@ -96,12 +96,19 @@ HF_EMBEDDING_NAMES = ["embeddings.word_embeddings.weight", "embeddings.position_
                       "embeddings.LayerNorm.bias"]
 
 
-def test_parameter_names_are_hugging_face_names():
+def test_parameter_names_map_to_hugging_face_names():
     model = BertModel(tiny_config(num_hidden_layers=1))
-    assert set(model.state_dict()) == set(HF_EMBEDDING_NAMES + ["encoder.layer.0." + n for n in HF_LAYER_NAMES]
+    assert set(model.state_dict()) == {"embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                                       "embeddings.token_type_embeddings.weight", "embeddings.norm.weight",
+                                       "embeddings.norm.bias", "pooler.weight", "pooler.bias"} | {
+        f"blocks.0.{n}" for n in ("self_attn.in_proj.weight", "self_attn.in_proj.bias", "self_attn.out_proj.weight",
+                                  "self_attn.out_proj.bias", "ff.linear1.weight", "ff.linear1.bias",
+                                  "ff.linear2.weight", "ff.linear2.bias", "norm1.weight", "norm1.bias",
+                                  "norm2.weight", "norm2.bias")}
+    assert set(hf.bert_state_dict_to_hf(model.state_dict())) == set(HF_EMBEDDING_NAMES + ["encoder.layer.0." + n for n in HF_LAYER_NAMES]
                                           + ["pooler.dense.weight", "pooler.dense.bias"])
     mlm = BertForMaskedLM(tiny_config(num_hidden_layers=1))
-    assert set(mlm.state_dict()) == set(["bert." + n for n in HF_EMBEDDING_NAMES]
+    assert set(hf.bert_state_dict_to_hf(mlm.state_dict())) == set(["bert." + n for n in HF_EMBEDDING_NAMES]
                                         + ["bert.encoder.layer.0." + n for n in HF_LAYER_NAMES]
                                         + ["cls.predictions.transform.dense.weight",
                                            "cls.predictions.transform.dense.bias",
@@ -117,7 +124,7 @@ def test_forward_matches_independent_numpy_bert():
     mask[1, 5:] = 0
     mask[2, 3:] = 0
     hidden, pooled = hidden_of(model, ids, attention_mask=mask, token_type_ids=types)
-    want_hidden, want_pooled, _ = reference_bert(model.state_dict(), ids, 2, types, mask)
+    want_hidden, want_pooled, _ = reference_bert(hf.bert_state_dict_to_hf(model.state_dict()), ids, 2, types, mask)
     np.testing.assert_allclose(hidden, want_hidden, rtol=0, atol=1e-10)
     np.testing.assert_allclose(pooled, want_pooled, rtol=0, atol=1e-10)
     assert hidden.shape == (3, 7, 8) and pooled.shape == (3, 8)
@@ -125,13 +132,13 @@ def test_forward_matches_independent_numpy_bert():
 
 def test_mlm_logits_and_loss_match_independent_numpy():
     model = to_float64(BertForMaskedLM(tiny_config(), generator=np.random.default_rng(2))).eval()
-    model.cls.predictions.bias.data[...] = np.random.default_rng(3).standard_normal(17)   # a nonzero bias
+    model.bias.data[...] = np.random.default_rng(3).standard_normal(17)   # a nonzero bias
     rng = np.random.default_rng(4)
     ids = rng.integers(0, 17, size=(2, 6))
     labels = np.full((2, 6), -100)
     labels[0, 2], labels[1, 0], labels[1, 4] = 5, 16, 0
     logits, loss = model(ids, labels=labels)
-    _, _, want = reference_bert(model.state_dict(), ids, 2, prefix="bert.")
+    _, _, want = reference_bert(hf.bert_state_dict_to_hf(model.state_dict()), ids, 2, prefix="bert.")
     np.testing.assert_allclose(logits.numpy(), want, rtol=0, atol=1e-10)
     logp = want - want.max(-1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
@@ -174,13 +181,13 @@ def test_padding_never_changes_real_positions():
 def test_mlm_decoder_is_tied_and_gradients_add_up():
     model = to_float64(BertForMaskedLM(tiny_config(), generator=np.random.default_rng(9))).eval()
     word = model.bert.embeddings.word_embeddings.weight
-    assert model.cls.predictions.decoder.weight is word
+    assert model.decoder.weight is word
     ids, labels = np.array([[3, 4, 5]]), np.array([[6, -100, 7]])
     model(ids, labels=labels)[1].backward()
     tied = word.grad.copy()
     model.zero_grad()
     head = Parameter(word.data.copy())
-    model.cls.predictions.decoder.weight = head
+    model.decoder.weight = head
     model(ids, labels=labels)[1].backward()
     np.testing.assert_allclose(tied, word.grad + head.grad, rtol=1e-12, atol=1e-14)
 
@@ -213,14 +220,14 @@ def test_configs_and_presets():
         BertConfig.preset("bert-huge")
     with pytest.raises(ValueError, match="hidden_size=10 is not divisible by num_attention_heads=4"):
         BertConfig(hidden_size=10, num_attention_heads=4)
-    hf = {"architectures": ["BertModel"], "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 99,
+    hf_config = {"architectures": ["BertModel"], "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 99,
           "position_embedding_type": "absolute", "transformers_version": "4.8.2"}
-    cfg = BertConfig.from_hf_config(hf)
+    cfg = hf.bert_config_from_hf(hf_config)
     assert (cfg.hidden_size, cfg.vocab_size, cfg.layer_norm_eps) == (64, 99, 1e-12)
     with pytest.raises(ValueError, match="position_embedding_type 'relative_key'"):
-        BertConfig.from_hf_config(dict(hf, position_embedding_type="relative_key"))
+        hf.bert_config_from_hf(dict(hf_config, position_embedding_type="relative_key"))
     with pytest.raises(ValueError, match="hidden_act 'swish'"):
-        BertConfig.from_hf_config(dict(hf, hidden_act="swish"))
+        hf.bert_config_from_hf(dict(hf_config, hidden_act="swish"))
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -231,7 +238,7 @@ def test_bad_inputs_raise_clear_errors():
         model(np.array([[1, 17]]))
     with pytest.raises(IndexError, match="token_type_ids contains 2, outside the token types \\[0, 2\\)"):
         model(np.array([[1, 2]]), token_type_ids=np.array([[0, 2]]))
-    with pytest.raises(ValueError, match="attention_mask of shape \\(1, 3\\) must match input_ids \\(1, 2\\)"):
+    with pytest.raises(ValueError, match="attention_mask of shape \\(1, 3\\) must match the token ids' shape \\(1, 2\\)"):
         model(np.array([[1, 2]]), attention_mask=np.array([[1, 1, 0]]))
     with pytest.raises(TypeError, match="integer token ids"):
         model(np.array([[1.0, 2.0]]))
@@ -242,13 +249,15 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_bad_state_dicts_name_the_key():
     model = BertModel(tiny_config())
-    good = model.state_dict()
+    good = hf.bert_state_dict_to_hf(model.state_dict())                     # Hugging Face's names
     missing = {k: v for k, v in good.items() if k != "encoder.layer.1.attention.self.key.bias"}
-    with pytest.raises(KeyError, match="missing keys: encoder.layer.1.attention.self.key.bias"):
+    with pytest.raises(KeyError, match="layer 1 has no attention.self.key.bias"):
         model.load_state_dict(missing)
-    with pytest.raises(KeyError, match="unexpected keys: encoder.layer.0.attention.self.rotary"):
-        model.load_state_dict(dict(good, **{"encoder.layer.0.attention.self.rotary": np.zeros(1, np.float32)}))
-    with pytest.raises(KeyError, match=r"pooler.dense.weight: checkpoint \(8, 9\) vs model \(8, 8\)"):
+    with pytest.raises(KeyError, match="missing keys: blocks.1.norm2.bias"):
+        model.load_state_dict({k: v for k, v in good.items() if k != "encoder.layer.1.output.LayerNorm.bias"})
+    with pytest.raises(KeyError, match="unexpected keys: blocks.0.self_attn.rotary"):
+        model.load_state_dict(dict(model.state_dict(), **{"blocks.0.self_attn.rotary": np.zeros(1, np.float32)}))
+    with pytest.raises(KeyError, match=r"pooler.weight: checkpoint \(8, 9\) vs model \(8, 8\)"):
         model.load_state_dict(dict(good, **{"pooler.dense.weight": np.zeros((8, 9), np.float32)}))
     # position_ids is a buffer of 0..P-1: accepted and dropped; anything else is refused by name
     model.load_state_dict(dict(good, **{"embeddings.position_ids": np.arange(10)[None]}))
@@ -261,7 +270,7 @@ def test_bad_state_dicts_name_the_key():
 
 
 def write_hf_bert(folder, model, extra=None):
-    state = dict(model.state_dict())
+    state = hf.bert_state_dict_to_hf(model.state_dict())
     prefix = "bert." if isinstance(model, BertForMaskedLM) else ""
     state[prefix + "embeddings.position_ids"] = np.arange(model.config.max_position_embeddings)[None]
     state.update(extra or {})
@@ -272,10 +281,10 @@ def write_hf_bert(folder, model, extra=None):
 
 def test_from_pretrained_hf_folders(tmp_path):
     mlm = BertForMaskedLM(tiny_config(), generator=np.random.default_rng(12)).eval()
-    mlm.cls.predictions.bias.data[...] = np.linspace(-1, 1, 17)
+    mlm.bias.data[...] = np.linspace(-1, 1, 17)
     word = mlm.bert.embeddings.word_embeddings.weight.data
     write_hf_bert(tmp_path, mlm, {"cls.predictions.decoder.weight": word.copy(),
-                                  "cls.predictions.decoder.bias": mlm.cls.predictions.bias.data.copy()})
+                                  "cls.predictions.decoder.bias": mlm.bias.data.copy()})
     loaded = BertForMaskedLM.from_pretrained(tmp_path)
     ids = np.random.default_rng(13).integers(0, 17, size=(2, 6))
     with minilm.no_grad():

@@ -9,6 +9,7 @@ import pytest
 import minilm
 from minilm.io.safetensors import load_file, save_file
 from minilm.models import GPT, GPTConfig, load_hf_gpt2, save_hf_gpt2
+from minilm.models import hf
 from minilm.nn import Parameter
 
 
@@ -80,7 +81,7 @@ def test_forward_matches_independent_numpy_gpt2(activation, bias):
     if not bias:
         assert not any(name.endswith(".bias") for name in model.state_dict())
     idx = np.random.default_rng(1).integers(0, 13, size=(3, 7))
-    want = reference_gpt2(model.state_dict(), idx, n_head=2, approximate_gelu=activation == "gelu_tanh")
+    want = reference_gpt2(hf.gpt2_state_dict_to_hf(model.state_dict()), idx, n_head=2, approximate_gelu=activation == "gelu_tanh")
     got = logits_of(model, idx)
     assert got.shape == (3, 7, 13)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
@@ -191,23 +192,26 @@ def test_bad_inputs_raise_clear_errors():
 def test_bad_state_dicts_name_the_key():
     model = tiny()
     good = model.state_dict()
-    missing = {k: v for k, v in good.items() if k != "transformer.h.1.mlp.c_fc.bias"}
-    with pytest.raises(KeyError, match="missing keys: transformer.h.1.mlp.c_fc.bias"):
+    missing = {k: v for k, v in good.items() if k != "blocks.1.ff.linear1.bias"}
+    with pytest.raises(KeyError, match="missing keys: blocks.1.ff.linear1.bias"):
         model.load_state_dict(missing)
-    with pytest.raises(KeyError, match="unexpected keys: transformer.h.0.attn.rotary"):
-        model.load_state_dict(dict(good, **{"transformer.h.0.attn.rotary": np.zeros(2, np.float32)}))
-    bad = dict(good, **{"transformer.h.0.attn.c_attn.weight": good["transformer.h.0.attn.c_attn.weight"].T})
-    with pytest.raises(KeyError, match=r"h.0.attn.c_attn.weight: checkpoint \(24, 8\) vs model \(8, 24\)"):
+    with pytest.raises(KeyError, match="unexpected keys: blocks.0.self_attn.rotary"):
+        model.load_state_dict(dict(good, **{"blocks.0.self_attn.rotary": np.zeros(2, np.float32)}))
+    bad = dict(good, **{"blocks.0.self_attn.in_proj.weight": good["blocks.0.self_attn.in_proj.weight"].T})
+    with pytest.raises(KeyError, match=r"blocks.0.self_attn.in_proj.weight: checkpoint \(8, 24\) vs model \(24, 8\)"):
         model.load_state_dict(bad)
-    # a tied copy of the head is accepted; an untied one is refused
-    model.load_state_dict(dict(good, **{"lm_head.weight": good["transformer.wte.weight"].copy()}))
+    # Hugging Face names: a tied copy of the head is accepted; an untied one is refused
+    hf_state = hf.gpt2_state_dict_to_hf(good)
+    model.load_state_dict(dict(hf_state, **{"lm_head.weight": good["wte.weight"].copy()}))
     with pytest.raises(ValueError, match="'lm_head.weight' differs from 'transformer.wte.weight'"):
-        model.load_state_dict(dict(good, **{"lm_head.weight": good["transformer.wte.weight"] + 1}))
+        model.load_state_dict(dict(hf_state, **{"lm_head.weight": good["wte.weight"] + 1}))
+    with pytest.raises(KeyError, match="missing keys: blocks.1.norm2.bias"):
+        model.load_state_dict({k: v for k, v in hf_state.items() if k != "transformer.h.1.ln_2.bias"})
 
 
 def test_weight_tying_is_one_parameter_and_gradients_add_up():
     model = to_float64(tiny()).eval()
-    wte = model.transformer.wte.weight
+    wte = model.wte.weight
     assert model.lm_head.weight is wte
     assert "lm_head.weight" not in model.state_dict()
     idx, targets = np.array([[1, 2, 3, 4]]), np.array([[2, 3, 4, 5]])
@@ -225,7 +229,7 @@ def test_weight_tying_is_one_parameter_and_gradients_add_up():
 
 def test_parameter_counts_match_the_formula():
     for cfg in (tiny_config(), tiny_config(bias=False), GPTConfig.preset("nano", vocab_size=65),
-                GPTConfig.preset("micro", vocab_size=256, bias=False)):
+                GPTConfig.preset("baby", vocab_size=256, bias=False)):
         model = GPT(cfg, generator=np.random.default_rng(0))
         assert model.num_parameters(non_embedding=False) == cfg.num_parameters(non_embedding=False)
         assert model.num_parameters() == cfg.num_parameters() == \
@@ -239,27 +243,28 @@ def test_parameter_counts_match_the_formula():
 
 
 def test_presets_and_configs():
-    micro = GPTConfig.preset("micro", vocab_size=65)
+    micro = GPTConfig.preset("baby", vocab_size=65)
     assert (micro.n_layer, micro.n_head, micro.n_embd, micro.block_size) == (4, 4, 128, 64)
-    assert GPTConfig.preset("baby", vocab_size=65) == micro
+    with pytest.raises(ValueError, match="unknown preset 'micro'"):
+        GPTConfig.preset("micro", vocab_size=65)                      # removed: it was "baby" twice
     assert GPTConfig.preset("gpt2").vocab_size == 50257
     with pytest.raises(ValueError, match="pass vocab_size"):
         GPTConfig.preset("small")
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         GPTConfig.preset("huge", vocab_size=5)
     assert GPTConfig.from_dict(micro.to_dict()) == micro
-    assert GPTConfig.from_hf_config(micro.to_hf_config()) == micro
+    assert hf.gpt_config_from_hf(hf.gpt_config_to_hf(micro)) == micro
     with pytest.raises(ValueError, match="activation_function 'relu'"):
-        GPTConfig.from_hf_config(dict(micro.to_hf_config(), activation_function="relu"))
+        hf.gpt_config_from_hf(dict(hf.gpt_config_to_hf(micro), activation_function="relu"))
 
 
 def test_init_is_gpt2_style_and_seeded():
     cfg = GPTConfig(vocab_size=300, n_layer=8, n_head=4, n_embd=64, block_size=32)
     model = GPT(cfg, generator=np.random.default_rng(0))
-    block = model.transformer.h[0]
-    assert model.transformer.wte.weight.data.std() == pytest.approx(0.02, rel=0.05)
-    assert block.attn.c_attn.weight.data.std() == pytest.approx(0.02, rel=0.05)
-    for proj in (block.attn.c_proj, block.mlp.c_proj):
+    block = model.blocks[0]
+    assert model.wte.weight.data.std() == pytest.approx(0.02, rel=0.05)
+    assert block.self_attn.in_proj.weight.data.std() == pytest.approx(0.02, rel=0.05)
+    for proj in (block.self_attn.out_proj, block.ff.linear2):
         assert proj.weight.data.std() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
     for name, p in model.named_parameters():
         if name.endswith(".bias"):
@@ -268,7 +273,7 @@ def test_init_is_gpt2_style_and_seeded():
     other = GPT(cfg, generator=np.random.default_rng(1)).state_dict()
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, again[name], err_msg=name)
-    assert not np.array_equal(model.state_dict()["transformer.wte.weight"], other["transformer.wte.weight"])
+    assert not np.array_equal(model.state_dict()["wte.weight"], other["wte.weight"])
 
 
 def test_eval_disables_dropout():
@@ -284,12 +289,12 @@ def test_eval_disables_dropout():
 def write_hf_folder(folder, model):
     """A checkpoint as the hub's gpt2 stores it: bare GPT2Model names, attn.bias mask buffers, lm_head copy."""
     cfg = model.config
-    state = {k[len("transformer."):]: v for k, v in model.state_dict().items()}
+    state = {k.removeprefix("transformer."): v for k, v in hf.gpt2_state_dict_to_hf(model.state_dict()).items()}
     for i in range(cfg.n_layer):
         state[f"h.{i}.attn.bias"] = np.tril(np.ones((cfg.block_size, cfg.block_size), np.float32))[None, None]
     state["lm_head.weight"] = state["wte.weight"].copy()
     save_file(state, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps(cfg.to_hf_config()))
+    (folder / "config.json").write_text(json.dumps(hf.gpt_config_to_hf(cfg)))
 
 
 def test_load_hf_gpt2_folder(tmp_path):
@@ -321,5 +326,5 @@ def test_load_hf_gpt2_errors(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     del state["h.1.ln_2.bias"]
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(KeyError, match="missing keys: transformer.h.1.ln_2.bias"):
+    with pytest.raises(KeyError, match="missing keys: blocks.1.norm2.bias"):
         load_hf_gpt2(tmp_path)

@@ -125,7 +125,7 @@ def _mha_reference(m, x, causal, key_mask=None):
     """Multi-head attention written out with NumPy loops over heads."""
     b, t, c = x.shape
     h, d = m.num_heads, m.head_dim
-    qkv = x @ m.in_proj_weight.data.T + m.in_proj_bias.data
+    qkv = x @ m.in_proj.weight.data.T + m.in_proj.bias.data
     q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
     out = np.zeros_like(x)
     for bi in range(b):
@@ -147,20 +147,20 @@ def _mha_reference(m, x, causal, key_mask=None):
 @pytest.mark.parametrize("causal", [False, True])
 def test_multi_head_attention_matches_per_head_loops(rng, causal):
     m = nn.MultiHeadAttention(8, 2, causal=causal).double()
-    m.in_proj_bias.data[:] = rng.standard_normal(24) * 0.1
+    m.in_proj.bias.data[:] = rng.standard_normal(24) * 0.1
     x = rng.standard_normal((2, 5, 8))
     np.testing.assert_allclose(m(Tensor(x)).numpy(), _mha_reference(m, x, causal), rtol=1e-9, atol=1e-12)
     key_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    np.testing.assert_allclose(m(Tensor(x), attention_mask=key_mask).numpy(),
+    np.testing.assert_allclose(m(Tensor(x), mask=nn.masks.padding_mask(key_mask, (2, 5), "test")).numpy(),
                                _mha_reference(m, x, causal, key_mask), rtol=1e-9, atol=1e-12)
     out, w = m(Tensor(x), need_weights=True)
     assert w.shape == (2, 2, 5, 5)
     np.testing.assert_allclose(w.numpy().sum(-1), 1.0)
 
 
-def test_multi_head_attention_separate_projections_and_gradcheck(rng):
-    m = nn.MultiHeadAttention(6, 3, fused_qkv=False, causal=True).double()
-    assert {n.split(".")[0] for n, _ in m.named_parameters()} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+def test_multi_head_attention_gradcheck(rng):
+    m = nn.MultiHeadAttention(6, 3, causal=True).double()
+    assert {n.split(".")[0] for n, _ in m.named_parameters()} == {"in_proj", "out_proj"}
     x = Tensor(rng.standard_normal((2, 4, 6)), requires_grad=True)
     assert gradcheck(lambda inp, *ps: m(inp), [x] + m.parameters())      # every element
 
@@ -177,7 +177,7 @@ def test_transformer_block_matches_its_formula_and_gradchecks(rng, norm_first):
     x = rng.standard_normal((2, 4, 8))
     ln = lambda z, m: (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-5) * m.weight.data + m.bias.data
     attn = lambda z: _mha_reference(blk.self_attn, z, True)
-    ff = lambda z: F.gelu(Tensor(z @ blk.linear1.weight.data.T + blk.linear1.bias.data)).numpy() @ blk.linear2.weight.data.T + blk.linear2.bias.data
+    ff = lambda z: F.gelu(Tensor(z @ blk.ff.linear1.weight.data.T + blk.ff.linear1.bias.data)).numpy() @ blk.ff.linear2.weight.data.T + blk.ff.linear2.bias.data
     if norm_first:
         h = x + attn(ln(x, blk.norm1))
         ref = h + ff(ln(h, blk.norm2))
@@ -202,11 +202,11 @@ def test_causal_block_never_looks_ahead(rng):
 def test_padding_never_changes_real_positions(rng):
     blk = nn.TransformerBlock(8, 2, 16, dropout=0.0).eval()
     x = rng.standard_normal((2, 6, 8)).astype(np.float32)
-    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    base = blk(Tensor(x), attention_mask=mask).numpy()
+    mask = nn.masks.padding_mask(np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]), (2, 6), "test")
+    base = blk(Tensor(x), mask=mask).numpy()
     x2 = x.copy()
     x2[0, 4:] = 100 * rng.standard_normal((2, 8))
-    out = blk(Tensor(x2), attention_mask=mask).numpy()
+    out = blk(Tensor(x2), mask=mask).numpy()
     np.testing.assert_allclose(out[0, :4], base[0, :4], atol=1e-5)
 
 
@@ -223,26 +223,26 @@ def test_kv_cache_attention_equals_full_attention(rng):
     m = nn.MultiHeadAttention(8, 2, causal=True).eval()
     x = rng.standard_normal((1, 5, 8)).astype(np.float32)
     full = m(Tensor(x)).numpy()
-    cache = nn.KVCache()
-    steps = [m(Tensor(x[:, :2]), kv_cache=cache, max_len=5).numpy()]
+    cache = nn.KVCache(max_len=5)
+    steps = [m(Tensor(x[:, :2]), kv_cache=cache).numpy()]
     for t in range(2, 5):
-        steps.append(m(Tensor(x[:, t:t + 1]), kv_cache=cache, max_len=5).numpy())
+        steps.append(m(Tensor(x[:, t:t + 1]), kv_cache=cache).numpy())
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="exceed the cache size 5"):
-        m(Tensor(x[:, :1]), kv_cache=cache, max_len=5)
+        m(Tensor(x[:, :1]), kv_cache=cache)
 
 
 def test_kv_cache_keeps_gradients_of_the_current_call(rng):
     m = nn.MultiHeadAttention(4, 2, causal=True).double()
-    first = nn.KVCache()
+    first = nn.KVCache(max_len=3)
     with minilm.no_grad():
-        m(Tensor(rng.standard_normal((1, 2, 4))), kv_cache=first, max_len=3)
+        m(Tensor(rng.standard_normal((1, 2, 4))), kv_cache=first)
     past_k, past_v = first.k[:, :, :2].copy(), first.v[:, :, :2].copy()   # constants from the earlier call
     x2 = Tensor(rng.standard_normal((1, 1, 4)), requires_grad=True)
 
     def second_step(inp, *params):
-        cache = nn.KVCache()
-        cache.append(past_k, past_v, 3)
-        return m(inp, kv_cache=cache, max_len=3)
+        cache = nn.KVCache(max_len=3)
+        cache.append(past_k, past_v)
+        return m(inp, kv_cache=cache)
 
     assert gradcheck(second_step, [x2] + m.parameters())                # every element

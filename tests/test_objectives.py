@@ -31,7 +31,7 @@ def tiny_bert(favour=None):
                             attention_probs_dropout_prob=0.0)
     model = BertForMaskedLM(cfg, generator=np.random.default_rng(0)).eval()
     if favour is not None:
-        model.cls.predictions.bias.data[favour] += 3.0
+        model.bias.data[favour] += 3.0
     return model
 
 

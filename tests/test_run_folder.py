@@ -157,7 +157,7 @@ def test_a_new_run_refuses_a_used_folder_unless_overwrite(run, corpus, capsys):
     assert not (run / "checkpoint").exists() and not (run / "metrics.jsonl").exists()
     trainer.fit()
     after = load_checkpoint(run / "checkpoint").tensors
-    assert not np.array_equal(before["model.transformer.wte.weight"], after["model.transformer.wte.weight"])
+    assert not np.array_equal(before["model.wte.weight"], after["model.wte.weight"])
 
 
 def test_a_run_that_cannot_start_leaves_its_folder_empty(tmp_path):
@@ -195,11 +195,11 @@ def test_a_tokenizer_that_is_not_the_checkpoints_is_refused(run, corpus):
 
 def test_weights_that_do_not_fit_their_config_name_the_file_and_tensor(run, corpus):
     ck = load_checkpoint(run / "checkpoint")
-    tensors = {**ck.tensors, "model.transformer.wte.weight": ck.tensors["model.transformer.wte.weight"][:5]}
+    tensors = {**ck.tensors, "model.wte.weight": ck.tensors["model.wte.weight"][:5]}
     save_checkpoint(run / "checkpoint", tensors, ck.config, ck.extra_state)
     for attempt in (lambda: load_pretrained(run),
                     lambda: prepare(tiny(corpus, run, steps=4), resume=True, progress_stream=io.StringIO())):
-        with pytest.raises(RunFolderError, match=r"model.safetensors: the weights do not fit .*transformer.wte.weight: "
+        with pytest.raises(RunFolderError, match=r"model.safetensors: the weights do not fit .*wte.weight: "
                                                  r"checkpoint \(5, 24\) vs model"):
             attempt()
 
@@ -358,7 +358,7 @@ def test_specific_damage_in_the_training_state(trained):
         attempt(lambda e: e.update(step="3"))
     with pytest.raises(RunFolderError, match=r"optimizer.param_groups\[0\].weight_decay is 0.5, but this run"):
         attempt(lambda e: e["optimizer"]["param_groups"][0].update(weight_decay=0.5))
-    with pytest.raises(RunFolderError, match=r"module_rngs must have the keys \['transformer.drop'\]"):
+    with pytest.raises(RunFolderError, match=r"module_rngs must have the keys \['drop'\]"):
         attempt(lambda e: e["module_rngs"].clear())
     with pytest.raises(RunFolderError, match=r"batcher.rng.state.inc must be an integer in \[0, "):
         attempt(lambda e: e["batcher"]["rng"]["state"].update(inc=-1))

@@ -195,7 +195,7 @@ def test_corrupted_checkpoint_and_config_mismatch_are_clear_errors(corpus, tmp_p
     other = GPT(GPTConfig.preset("nano", vocab_size=5, n_layer=2, n_embd=24, n_head=2, block_size=16))
     from minilm.io import load_checkpoint, take_prefix
     state = take_prefix("model.", load_checkpoint(tmp_path / "run" / "checkpoint").tensors)
-    with pytest.raises(KeyError, match=r"transformer.wte.weight: checkpoint \(\d+, 24\) vs model \(5, 24\)"):
+    with pytest.raises(KeyError, match=r"wte.weight: checkpoint \(\d+, 24\) vs model \(5, 24\)"):
         other.load_state_dict(state)
 
 
@@ -289,5 +289,5 @@ def test_the_seed_sets_the_initialisation_and_the_data_order(corpus, tmp_path):
     for name in w3:
         np.testing.assert_array_equal(w3[name], w3b[name])
     np.testing.assert_array_equal(np.stack(x3), np.stack(x3b))
-    assert not np.array_equal(w3["transformer.wte.weight"], w4["transformer.wte.weight"])
+    assert not np.array_equal(w3["wte.weight"], w4["wte.weight"])
     assert not np.array_equal(np.stack(x3), np.stack(x4))          # the batches, not only the weights

@@ -79,7 +79,7 @@ def reference_lr(step):
 def decayed_names(model):
     """Names of the parameters that get weight decay: the matrices of Conv1D / Linear layers,
     unless that matrix is the (tied) token embedding."""
-    wte = model.transformer.wte.weight
+    wte = model.wte.weight
     names = set()
     for mod_name, module in model.named_modules():
         if type(module).__name__ in ("Conv1D", "Linear") and module.weight is not wte:

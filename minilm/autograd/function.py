@@ -36,11 +36,6 @@ class Function:
         op = cls()
         op.xp = array_module(*[a for a in arrays if a is not None])
         out = op.forward(*arrays, **options)
-        # An op may return extra, non-differentiable outputs after the main one
-        # (attention returns its weights for plotting): (output, *extras).
-        extras = ()
-        if isinstance(out, tuple):
-            out, extras = out[0], tuple(Tensor._make(e) for e in out[1:])
         if anomaly._state["enabled"]:           # detect_anomaly(): off by default, one check
             anomaly.check_forward(op, arrays, options, out)
         requires_grad = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
@@ -49,7 +44,7 @@ class Function:
             op.inputs = tuple(tensors)
             op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
             result._ctx = op
-        return (result, *extras) if extras else result
+        return result
 
     def free(self):
         """Drop the inputs and every saved array: the graph behind this op is gone."""

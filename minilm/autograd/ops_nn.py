@@ -6,7 +6,7 @@ would keep more intermediate arrays alive and be slower.
 import numpy as np
 
 from minilm.autograd.function import Function
-from minilm.backend import get_kernel
+from minilm.autograd.ops_shape import scatter_add
 
 
 class Embedding(Function):
@@ -27,22 +27,25 @@ class Embedding(Function):
         grad = self.xp.zeros(self.weight_shape, dtype=g.dtype)
         flat_ids = self.ids.reshape(-1)                      # (N,)
         flat_g = g.reshape(-1, self.weight_shape[1])         # (..., C) -> (N, C)
-        if self.xp is np:
-            np.add.at(grad, flat_ids, flat_g)
-        else:
-            import cupyx
-            cupyx.scatter_add(grad, flat_ids, flat_g)
+        scatter_add(self.xp, grad, flat_ids, flat_g)         # a token seen twice gets both rows
         return None, grad
 
 
 class Softmax(Function):
-    """y = exp(x - max) / sum(exp(x - max));  dx = y * (g - sum(g * y))."""
+    """y = exp(x - max) / sum(exp(x - max));  dx = y * (g - sum(g * y)).
+
+    A row that is -inf everywhere (attention where a query may see no key)
+    gives zeros, not 0/0 = NaN: such a row has no distribution to speak of,
+    and zeros pass no gradient back.
+    """
 
     def forward(self, x, axis=-1):
         xp = self.xp
-        shifted = x - x.max(axis=axis, keepdims=True)
-        e = xp.exp(shifted)
-        self.y, self.axis = e / e.sum(axis=axis, keepdims=True), axis
+        row_max = x.max(axis=axis, keepdims=True)
+        row_max = xp.where(xp.isfinite(row_max), row_max, 0)      # an all -inf row: exp(-inf) = 0
+        e = xp.exp(x - row_max)
+        total = e.sum(axis=axis, keepdims=True)
+        self.y, self.axis = e / xp.where(total > 0, total, 1), axis
         return self.y
 
     def backward(self, g):
@@ -77,28 +80,12 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index=-100, label_smoothing=0.0):
         xp = self.xp
-        if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-            raise ValueError(f"cross_entropy: expected logits (N, V) and targets (N,), got "
-                             f"{tuple(logits.shape)} and {tuple(targets.shape)}")
-        if targets.dtype.kind not in "iu":
-            raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
-        n, v = logits.shape
-        counted = targets != ignore_index
-        bad = counted & ((targets < 0) | (targets >= v))
-        if bool(bad.any()):
-            raise IndexError(f"cross_entropy: target {int(targets[bad][0])} is outside [0, {v}) "
-                             f"(and is not ignore_index={ignore_index})")
+        counted = counted_targets(logits, targets, ignore_index)
+        n = logits.shape[0]
         self.n_counted = int(counted.sum())
         self.targets, self.counted, self.eps = targets, counted, label_smoothing
-        self.ignore_index = ignore_index
-        kernel = get_kernel("cross_entropy_forward", logits) if label_smoothing == 0.0 else None
-        self.kernel_backward = get_kernel("cross_entropy_backward", logits) if kernel is not None else None
-        if kernel is not None:
-            loss_sum, _, self.lse = kernel(logits, targets, ignore_index=ignore_index)
-            self.logits = logits
-            return xp.asarray(loss_sum / max(self.n_counted, 1), dtype=logits.dtype)
         shifted = logits - logits.max(axis=1, keepdims=True)
         logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))      # (N, V)
         safe_targets = xp.where(counted, targets, 0)
@@ -112,10 +99,6 @@ class CrossEntropy(Function):
     def backward(self, g):
         xp = self.xp
         scale = g / max(self.n_counted, 1)
-        if self.kernel_backward is not None:
-            dlogits = self.kernel_backward(self.logits, self.targets, self.lse, float(scale),
-                                           ignore_index=self.ignore_index)
-            return dlogits, None
         grad = xp.exp(self.logp)                                  # softmax, (N, V)
         n = grad.shape[0]
         safe_targets = xp.where(self.counted, self.targets, 0)
@@ -124,6 +107,29 @@ class CrossEntropy(Function):
             grad -= self.eps / grad.shape[1]
         grad *= (scale * self.counted)[:, None]
         return grad, None
+
+
+def counted_targets(logits, targets, ignore_index):
+    """Check logits (N, V) and integer targets (N,); return the mask of targets that count."""
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy: expected logits (N, V) and targets (N,), got "
+                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    counted = targets != ignore_index
+    bad = counted & ((targets < 0) | (targets >= logits.shape[1]))
+    if bool(bad.any()):
+        raise IndexError(f"cross_entropy: target {int(targets[bad][0])} is outside [0, {logits.shape[1]}) "
+                         f"(and is not ignore_index={ignore_index})")
+    return counted
+
+
+def check_layer_norm_params(x, weight, bias):
+    c = x.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != (c,):
+            raise ValueError(f"layer_norm: {name} of shape {tuple(p.shape)} does not match the "
+                             f"last dimension {c} of the input of shape {tuple(x.shape)}")
 
 
 class LayerNorm(Function):
@@ -135,19 +141,9 @@ class LayerNorm(Function):
     """
 
     def forward(self, x, weight, bias, eps=1e-5):
-        c = x.shape[-1]
-        for name, p in (("weight", weight), ("bias", bias)):
-            if p is not None and tuple(p.shape) != (c,):
-                raise ValueError(f"layer_norm: {name} of shape {tuple(p.shape)} does not match the "
-                                 f"last dimension {c} of the input of shape {tuple(x.shape)}")
+        check_layer_norm_params(x, weight, bias)
         self.has_weight, self.has_bias = weight is not None, bias is not None
         xp = self.xp
-        kernel = get_kernel("layer_norm_forward", x) if (weight is not None and bias is not None) else None
-        self.kernel_backward = get_kernel("layer_norm_backward", x) if kernel is not None else None
-        if kernel is not None:
-            y, self.mean, self.rstd = kernel(x, weight, bias, eps)
-            self.x, self.weight = x, weight
-            return y
         centered, var = _centered_and_variance(x, xp)
         rstd = 1.0 / xp.sqrt(var + eps)
         self.xhat = (centered * rstd).astype(x.dtype, copy=False)
@@ -158,8 +154,6 @@ class LayerNorm(Function):
         return y.astype(x.dtype, copy=False)
 
     def backward(self, g):
-        if self.kernel_backward is not None:
-            return self.kernel_backward(g, self.x, self.weight, self.mean, self.rstd)
         batch_axes = tuple(range(g.ndim - 1))
         dweight = (g * self.xhat).sum(axis=batch_axes) if self.has_weight else None
         dbias = g.sum(axis=batch_axes) if self.has_bias else None

@@ -31,12 +31,12 @@ class Permute(Function):
         return (g.transpose(np.argsort(self.axes)),)
 
 
-def _scatter_add(xp, target, index, values):
+def scatter_add(xp, target, index, values):
     """target[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add)."""
     if xp is np:
         np.add.at(target, index, values)
     else:
-        import cupyx
+        import cupyx                              # only reachable when CuPy is installed and in use
         cupyx.scatter_add(target, index, values)
 
 
@@ -53,7 +53,7 @@ class GetItem(Function):
 
     def backward(self, g):
         grad = self.xp.zeros(self.shape, dtype=g.dtype)
-        _scatter_add(self.xp, grad, self.index, g)
+        scatter_add(self.xp, grad, self.index, g)
         return (grad,)
 
 

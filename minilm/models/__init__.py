@@ -1,12 +1,13 @@
 """The models: the seed's TransformerModel, GPT (GPT-2's shape) and BERT (Hugging Face's names).
 
     from minilm.models import GPT, GPTConfig
-    model = GPT(GPTConfig.preset("micro", vocab_size=65))
+    model = GPT(GPTConfig.preset("baby", vocab_size=65))
     logits, loss = model(idx, targets)
 """
 from minilm.models.bert import BertForMaskedLM, BertModel, BertModelOutput
 from minilm.models.bert_config import BertConfig
-from minilm.models.gpt import GPT, load_hf_gpt2, save_hf_gpt2
+from minilm.models.gpt import GPT
+from minilm.models.hf import load_hf_gpt2, save_hf_gpt2
 from minilm.models.gpt_config import GPTConfig
 from minilm.models.transformer import TransformerModel, generate_square_subsequent_mask
 

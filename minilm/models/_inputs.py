@@ -1,4 +1,4 @@
-"""Input checks shared by the models: token ids, padding masks, tied-weight keys.
+"""Input checks shared by the models: token ids and their range.
 
 Every model takes integer ids of shape (B, T). These helpers turn what the
 user passed (a list, a NumPy array, a Tensor) into an integer array and raise
@@ -37,37 +37,3 @@ def check_id_range(ids, size, where, name="input_ids", what="vocabulary"):
     if low < 0 or high >= size:
         bad = high if high >= size else low
         raise IndexError(f"{where}: {name} contains {bad}, outside the {what} [0, {size})")
-
-
-def as_padding_mask(mask, shape, where):
-    """A (B, T) key-padding mask (1/True = real token) as a NumPy bool array, shape-checked."""
-    if mask is None:
-        return None
-    arr = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask)
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{where}: attention_mask of shape {arr.shape} must match input_ids {tuple(shape)}")
-    if arr.dtype != bool:
-        if not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"{where}: attention_mask must hold 0 (padding) and 1 (real token) only")
-        arr = arr.astype(bool)
-    return arr
-
-
-def pop_tied_copy(state, key, tied_to, model, where):
-    """Remove `key` from a state dict if it is a copy of the tied weight `tied_to`.
-
-    Checkpoints written by Hugging Face or PyTorch may store a tied weight
-    twice (e.g. `lm_head.weight` next to `transformer.wte.weight`). Our models
-    own that weight once, so the copy is dropped after checking it really is
-    the same matrix: an untied head would be a different model.
-    """
-    if key not in state:
-        return state
-    state = dict(state)
-    copy = np.asarray(state.pop(key))
-    if tied_to in state:
-        original = np.asarray(state[tied_to])
-        if copy.shape != original.shape or not np.array_equal(copy, original):
-            raise ValueError(f"{where}: {key!r} differs from {tied_to!r}; {model} ties these two "
-                             f"weights and cannot load an untied checkpoint")
-    return state

@@ -10,7 +10,7 @@ L = num_hidden_layers, V = vocab_size, P = max_position_embeddings, S = type_voc
 BertForMaskedLM drops the pooler and adds its head: H^2 + H (transform dense)
 + 2H (LayerNorm) + V (output bias); the decoder matrix is the word table.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 # Named sizes: Google's compact BERTs (Turc et al. 2019, "Well-Read Students Learn
 # Better") with a shorter context for our CPU-sized experiments, BERT-base, and
@@ -74,21 +74,6 @@ class BertConfig:
         if name not in PRESETS:
             raise ValueError(f"BertConfig.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    @classmethod
-    def from_hf_config(cls, hf):
-        """Read a Hugging Face BERT config.json dict; keys we do not use (architectures, ...) are ignored.
-
-        Settings that would change the computation and that minilm does not
-        implement (relative position embeddings, a decoder) raise ValueError.
-        """
-        if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"BertConfig.from_hf_config: position_embedding_type "
-                             f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
-        if hf.get("is_decoder", False) or hf.get("add_cross_attention", False):
-            raise ValueError("BertConfig.from_hf_config: decoder / cross-attention BERTs are not supported")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in hf.items() if k in known})
 
     def to_dict(self):
         return asdict(self)

@@ -23,12 +23,11 @@ weighted sum PV, which grow with T and have no parameters.
 """
 from dataclasses import asdict, dataclass, fields
 
-# Named sizes. nano/micro/mini are minGPT's gpt-nano/-micro/-mini widths; "baby" is
-# our benchmark's name for micro; small is nanoGPT's Shakespeare-char model; gpt2 is
+# Named sizes. nano/mini are minGPT's gpt-nano/-mini widths; "baby" is minGPT's
+# gpt-micro (nanoGPT's CPU example); small is nanoGPT's Shakespeare-char model; gpt2 is
 # OpenAI's 124M GPT-2, the shape for loading its weights.
 PRESETS = {
     "nano": dict(n_layer=3, n_head=3, n_embd=48, block_size=32),
-    "micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
     "mini": dict(n_layer=6, n_head=6, n_embd=192, block_size=128),
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
@@ -36,9 +35,6 @@ PRESETS = {
 }
 
 _ACTIVATIONS = ("gelu_tanh", "gelu")
-# Hugging Face's activation_function names -> ours.
-_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-                   "gelu": "gelu"}
 
 
 @dataclass
@@ -79,7 +75,7 @@ class GPTConfig:
     def preset(cls, name, **overrides):
         """A named size (see PRESETS); vocab_size must be given except for "gpt2".
 
-        GPTConfig.preset("micro", vocab_size=tokenizer.vocab_size, dropout=0.0)
+        GPTConfig.preset("baby", vocab_size=tokenizer.vocab_size, dropout=0.0)
         """
         if name not in PRESETS:
             raise ValueError(f"GPTConfig.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -98,42 +94,6 @@ class GPTConfig:
 
     def to_dict(self):
         return asdict(self)
-
-    @classmethod
-    def from_hf_config(cls, hf):
-        """Read a Hugging Face GPT-2 config.json dict (n_layer, n_head, n_embd, n_positions, ...)."""
-        missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
-        if missing:
-            raise KeyError(f"GPTConfig.from_hf_config: config.json lacks {missing}")
-        act = hf.get("activation_function", "gelu_new")
-        if act not in _HF_ACTIVATIONS:
-            raise ValueError(f"GPTConfig.from_hf_config: activation_function {act!r} is not supported "
-                             f"(known: {sorted(_HF_ACTIVATIONS)})")
-        if hf.get("tie_word_embeddings", True) is not True:
-            raise ValueError("GPTConfig.from_hf_config: tie_word_embeddings=False; minilm's GPT always ties "
-                             "the LM head to the token embedding")
-        for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-            if hf.get(flag, False):
-                raise ValueError(f"GPTConfig.from_hf_config: {flag}=True is not supported")
-        if hf.get("scale_attn_weights", True) is not True:
-            raise ValueError("GPTConfig.from_hf_config: scale_attn_weights=False is not supported")
-        return cls(vocab_size=int(hf["vocab_size"]), n_layer=int(hf["n_layer"]), n_head=int(hf["n_head"]),
-                   n_embd=int(hf["n_embd"]), block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-                   dropout=float(hf.get("resid_pdrop", 0.1)),
-                   layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
-                   activation=_HF_ACTIVATIONS[act], initializer_range=float(hf.get("initializer_range", 0.02)))
-
-    def to_hf_config(self):
-        """A Hugging Face GPT2Config-style dict, for writing config.json next to model.safetensors."""
-        if not self.bias:
-            raise ValueError("GPTConfig.to_hf_config: Hugging Face GPT-2 has no bias=False variant")
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-                "vocab_size": self.vocab_size, "n_layer": self.n_layer, "n_head": self.n_head,
-                "n_embd": self.n_embd, "n_positions": self.block_size, "n_ctx": self.block_size,
-                "n_inner": None, "resid_pdrop": self.dropout, "embd_pdrop": self.dropout,
-                "attn_pdrop": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
-                "activation_function": "gelu_new" if self.activation == "gelu_tanh" else "gelu",
-                "initializer_range": self.initializer_range, "tie_word_embeddings": True}
 
     # ----- costs --------------------------------------------------------------------------
     @property

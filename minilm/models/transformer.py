@@ -15,13 +15,14 @@ import math
 
 import numpy as np
 
-from minilm.models._inputs import as_padding_mask, as_token_ids
+from minilm.models import seed
+from minilm.models._inputs import as_token_ids
+from minilm.nn import masks
 from minilm.nn.layers import Embedding, Linear, _uniform
 from minilm.nn.module import Module, ModuleList
-from minilm.nn.positional import SinusoidalPositionalEncoding, sinusoidal_table
+from minilm.nn.positional import SinusoidalPositionalEncoding
 from minilm.nn.transformer_block import TransformerBlock
 from minilm.random import default_generator
-from minilm.tensor import Tensor
 
 
 def generate_square_subsequent_mask(size):
@@ -29,38 +30,11 @@ def generate_square_subsequent_mask(size):
 
     PyTorch's nn.Transformer.generate_square_subsequent_mask returns the same
     rule as a float additive mask (0.0 on and below the diagonal, -inf above);
-    `TransformerModel.forward` accepts either form.
+    `TransformerModel.forward` accepts either form (see minilm.nn.masks).
     """
     if int(size) < 0:
         raise ValueError(f"generate_square_subsequent_mask: size must be >= 0, got {size}")
-    return np.tril(np.ones((size, size), dtype=bool))                           # (T, T)
-
-
-def as_bool_attn_mask(mask, seq_len, where="TransformerModel"):
-    """A (T, T) attention mask as booleans, True = may attend.
-
-    Accepts minilm's boolean convention directly, and PyTorch's float additive
-    convention (0.0 = may attend, -inf = may not) by conversion. Any other
-    float value would be a soft bias, which this model does not support.
-    Beware: a *boolean* mask for torch.nn.Transformer means the opposite
-    (True = blocked); minilm follows F.scaled_dot_product_attention (True = allowed).
-    """
-    arr = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask)
-    if arr.shape != (seq_len, seq_len):
-        raise ValueError(f"{where}: src_mask must have shape (T, T) = {(seq_len, seq_len)} "
-                         f"for a sequence of length {seq_len}, got {arr.shape}")
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{where}: src_mask must be boolean (True = may attend) or a float additive "
-                        f"mask (0 / -inf), got dtype {arr.dtype}")
-    allowed = arr == 0.0
-    blocked = np.isneginf(arr)
-    if not (allowed | blocked).all():
-        bad = arr[~(allowed | blocked)].flat[0]
-        raise ValueError(f"{where}: a float src_mask may only hold 0.0 (attend) and -inf (blocked), "
-                         f"found {bad!r}; additive attention biases are not supported")
-    return allowed
+    return masks.causal_mask(size, size)                                        # (T, T)
 
 
 class TransformerEncoder(Module):
@@ -71,9 +45,9 @@ class TransformerEncoder(Module):
         self.layers = ModuleList(layers)
         self.num_layers = len(self.layers)
 
-    def forward(self, x, mask=None, attention_mask=None):
+    def forward(self, x, mask=None):
         for layer in self.layers:
-            x = layer(x, attention_mask=attention_mask, attn_mask=mask)         # (B, T, C)
+            x = layer(x, mask=mask)                                             # (B, T, C)
         return x
 
 
@@ -146,62 +120,27 @@ class TransformerModel(Module):
         if t > self.max_len:
             raise ValueError(f"TransformerModel.forward: sequence length {t} exceeds the positional "
                              f"table's max_len {self.max_len}")
-        mask = None if src_mask is None else as_bool_attn_mask(src_mask, t)
-        keys = as_padding_mask(attention_mask, (b, t), "TransformerModel.forward")
+        mask = None
+        if src_mask is not None:
+            mask = masks.from_additive(src_mask, "TransformerModel.forward: src_mask")
+            if mask.shape != (t, t):
+                raise ValueError(f"TransformerModel.forward: src_mask must have shape (T, T) = {(t, t)} "
+                                 f"for a sequence of length {t}, got {mask.shape}")
+        mask = masks.combine(mask, masks.padding_mask(attention_mask, (b, t), "TransformerModel.forward"))
         x = self.encoder(ids) * math.sqrt(self.d_model)                         # (B, T) -> (B, T, C)
         x = self.pos_encoder(x)                                                 # (B, T, C)
-        x = self.transformer_encoder(x, mask=mask, attention_mask=keys)         # (B, T, C)
+        x = self.transformer_encoder(x, mask=mask)                              # (B, T, C)
         return self.decoder(x)                                                  # (B, T, C) -> (B, T, V)
 
-    # ----- weight exchange with the seed's PyTorch module ---------------------------------
-    def _pe_key_check(self, table):
-        """Check the seed's `pos_encoder.pe` buffer (max_len, 1, d_model) against our formula.
-
-        PyTorch builds that table in float32, so its angle pos * w_i is rounded
-        with a relative error of ~2^-24 each step; at position 5000 the sines
-        then differ from the exact ones by up to ~2e-4. The tolerance is
-        therefore 1e-6 plus 4 float32 ulps of the angle, which is what a correct
-        float32 table meets and a wrong one (shifted, swapped sin/cos,
-        different base) misses by orders of magnitude.
-        """
-        table = np.asarray(table)
-        expected = (self.max_len, 1, self.d_model)
-        if table.shape != expected:
-            raise KeyError(f"TransformerModel.load_state_dict: 'pos_encoder.pe' has shape "
-                           f"{table.shape}, expected {expected} (max_len, 1, d_model)")
-        ours = sinusoidal_table(self.max_len, self.d_model, dtype=np.float64)                  # (L, C)
-        freq = np.exp(np.arange(0, self.d_model, 2) * (-math.log(10000.0) / self.d_model))      # (C/2,)
-        angle = np.arange(self.max_len)[:, None] * np.repeat(freq, 2)[None, :self.d_model]     # (L, C)
-        tolerance = 1e-6 + 4 * np.finfo(np.float32).eps * angle
-        diff = np.abs(table[:, 0, :].astype(np.float64) - ours)                                # (L, C)
-        if not (diff <= tolerance).all():
-            pos, dim = np.unravel_index(np.argmax(diff - tolerance), diff.shape)
-            raise ValueError(f"TransformerModel.load_state_dict: 'pos_encoder.pe' is not the sinusoidal "
-                             f"table: at position {pos}, dim {dim} it holds {table[pos, 0, dim]!r}, "
-                             f"the formula gives {ours[pos, dim]!r}")
-
     def load_state_dict(self, state, strict=True):
-        """Load our own state_dict or the seed's `torch.save(model.state_dict())` (as NumPy arrays).
-
-        The seed also saves its positional table `pos_encoder.pe` (max_len, 1,
-        d_model). It carries no trained information, so it is checked against
-        our formula (see _pe_key_check) and dropped; our table is not part of
-        state_dict because the formula recreates it.
-        """
-        state = dict(state)
-        if "pos_encoder.pe" in state:
-            self._pe_key_check(state.pop("pos_encoder.pe"))
+        """Load our own state_dict or the seed's `torch.save(model.state_dict())` (as NumPy arrays);
+        the seed's names are mapped and its positional table checked in minilm/models/seed.py."""
+        state = seed.from_seed_state_dict(state, self.max_len, self.d_model)
         return super().load_state_dict(state, strict=strict)
 
     def seed_state_dict(self):
-        """Our weights under the seed's names, with its `pos_encoder.pe` buffer added (float32).
-
-        Turn each array into a torch tensor and the seed module loads it with
-        load_state_dict(strict=True).
-        """
-        state = self.state_dict()
-        state["pos_encoder.pe"] = sinusoidal_table(self.max_len, self.d_model)[:, None, :]  # (L, C) -> (L, 1, C)
-        return state
+        """Our weights under the seed's names (see minilm.models.seed.seed_state_dict)."""
+        return seed.seed_state_dict(self)
 
     def extra_repr(self):
         return f"vocab_size={self.vocab_size}, d_model={self.d_model}, nhead={self.nhead}"

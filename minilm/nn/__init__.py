@@ -1,12 +1,12 @@
 """Neural-network building blocks (the torch.nn names). `minilm.nn.functional` holds the ops."""
-from minilm.nn import functional
+from minilm.nn import functional, masks
 from minilm.nn.attention import KVCache, MultiHeadAttention
 from minilm.nn.layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU
 from minilm.nn.module import Module, ModuleList, Parameter, Sequential
 from minilm.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
 from minilm.nn.transformer_block import FeedForward, TransformerBlock
 
-__all__ = ["functional", "Module", "ModuleList", "Sequential", "Parameter", "Linear", "Embedding",
+__all__ = ["functional", "masks", "Module", "ModuleList", "Sequential", "Parameter", "Linear", "Embedding",
            "LayerNorm", "Dropout", "GELU", "ReLU", "Identity", "MultiHeadAttention", "KVCache",
            "FeedForward", "TransformerBlock", "SinusoidalPositionalEncoding",
            "LearnedPositionalEmbedding", "sinusoidal_table"]

@@ -1,20 +1,21 @@
-"""Multi-head attention (Vaswani et al. 2017, section 3.2.2), batch-first.
+"""Multi-head attention (Vaswani et al. 2017, section 3.2.2), batch-first: the one attention module
+that the seed's TransformerModel, GPT and BERT all use.
 
     head_i = Attention(x W_q^i, x W_k^i, x W_v^i)
     MultiHead(x) = Concat(head_1, ..., head_h) W_o
 
-The h heads are computed at once by projecting to (B, T, C) and reshaping to
-(B, h, T, C/h). The projections are either one fused matrix (`in_proj_weight`
-(3C, C), the layout of torch.nn.MultiheadAttention, so PyTorch weights load
-unchanged) or three separate Linear layers (`q_proj`, `k_proj`, `v_proj`).
+The h heads are computed at once: one Linear `in_proj` projects x to q, k and
+v together, (B, T, C) -> (B, T, 3C), each is reshaped to (B, h, T, C/h), and
+`out_proj` mixes the concatenated heads. (Checkpoints that store separate
+query/key/value matrices, like BERT's, or GPT-2's transposed `c_attn`, are
+mapped onto in_proj when they are loaded: see minilm/models/hf.py.)
 """
 import numpy as np
 
 from minilm.nn import functional as F
-from minilm.nn.layers import Linear, _uniform
-from minilm.nn.module import Module, Parameter
+from minilm.nn.layers import Linear
+from minilm.nn.module import Module
 from minilm.backend import array_module
-from minilm.random import default_generator
 from minilm.tensor import Tensor
 from minilm.tensor_functions import cat
 
@@ -24,36 +25,38 @@ class KVCache:
 
     During generation each new token only needs its own query; its keys and
     values are appended here, so every step costs O(T) instead of O(T^2).
-    Arrays are preallocated to `max_len` and filled left to right.
+    Arrays are preallocated to `max_len` (the model's context length) and
+    filled left to right.
     """
 
-    def __init__(self):
+    def __init__(self, max_len):
+        self.max_len = int(max_len)
         self.k = self.v = None
         self.length = 0
 
-    def append(self, k, v, max_len):
+    def append(self, k, v):
         """Store k, v of shape (B, H, t, D); return all keys/values so far, (B, H, length, D)."""
         b, h, t, d = k.shape
         if self.k is None:
             xp = array_module(k)
-            self.k = xp.zeros((b, h, max_len, d), dtype=k.dtype)
-            self.v = xp.zeros((b, h, max_len, v.shape[-1]), dtype=v.dtype)
-        if self.length + t > self.k.shape[2]:
+            self.k = xp.zeros((b, h, self.max_len, d), dtype=k.dtype)
+            self.v = xp.zeros((b, h, self.max_len, v.shape[-1]), dtype=v.dtype)
+        if self.length + t > self.max_len:
             raise ValueError(f"KVCache: {self.length} cached + {t} new tokens exceed the cache "
-                             f"size {self.k.shape[2]} (the model's context length)")
+                             f"size {self.max_len} (the model's context length)")
         self.k[:, :, self.length:self.length + t] = k
         self.v[:, :, self.length:self.length + t] = v
         self.length += t
         return self.k[:, :, :self.length], self.v[:, :, :self.length]
 
-    def extend(self, k, v, max_len):
+    def extend(self, k, v):
         """Append this call's k, v Tensors (B, H, t, D); return all keys/values as Tensors.
 
         Earlier tokens' keys and values are constants; this call's own k, v keep
         their gradient by being concatenated after them.
         """
         past = self.length
-        self.append(k.data, v.data, max_len)
+        self.append(k.data, v.data)
         if not past:
             return k, v
         k_all = cat([Tensor._make(self.k[:, :, :past]), k], axis=2)             # (B, nh, past + t, hs)
@@ -62,73 +65,53 @@ class KVCache:
 
 
 class MultiHeadAttention(Module):
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, causal=False,
-                 fused_qkv=True, generator=None):
+    """MultiHeadAttention(embed_dim, num_heads, dropout=0.0, bias=True, causal=False, generator=None).
+
+    dropout: on the attention probabilities (while training). causal: each
+    position attends only to itself and the positions before it (GPT).
+    Initialised like torch.nn.MultiheadAttention: in_proj Xavier-uniform,
+    out_proj like a Linear, biases zero (models re-initialise as they need).
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, causal=False, generator=None):
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"MultiHeadAttention: embed_dim={embed_dim} is not divisible by "
                              f"num_heads={num_heads}")
-        gen = generator if generator is not None else default_generator()
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        self.causal, self.fused_qkv, self.dropout_p = causal, fused_qkv, dropout
-        self.generator = generator
-        if fused_qkv:
-            # torch.nn.MultiheadAttention initialises in_proj with Xavier-uniform and zero bias
-            bound = np.sqrt(6.0 / (embed_dim + 3 * embed_dim))
-            self.in_proj_weight = Parameter(_uniform(gen, (3 * embed_dim, embed_dim), bound))
-            self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, np.float32)) if bias else None
-        else:
-            self.q_proj = Linear(embed_dim, embed_dim, bias, gen)
-            self.k_proj = Linear(embed_dim, embed_dim, bias, gen)
-            self.v_proj = Linear(embed_dim, embed_dim, bias, gen)
-        self.out_proj = Linear(embed_dim, embed_dim, bias, gen)
+        self.causal, self.dropout_p, self.generator = causal, dropout, generator
+        self.in_proj = Linear(embed_dim, 3 * embed_dim, bias, generator)
+        self.out_proj = Linear(embed_dim, embed_dim, bias, generator)
+        # Linear drew in_proj ~ U(-1/sqrt(C), 1/sqrt(C)); stretch it to torch's Xavier-uniform
+        # bound sqrt(6 / (fan_in + fan_out)) = sqrt(6 / (C + 3C)).
+        bound = np.sqrt(6.0 / (embed_dim + 3 * embed_dim))
+        self.in_proj.weight.data[...] = self.in_proj.weight.data * (bound * np.sqrt(embed_dim))
+        for linear in (self.in_proj, self.out_proj):
+            if linear.bias is not None:
+                linear.bias.data[...] = 0.0
 
-    def _project_qkv(self, x):
-        if self.fused_qkv:
-            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)             # (B, T, C) -> (B, T, 3C)
-            return qkv.split(self.embed_dim, axis=-1)                             # 3 x (B, T, C)
-        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    def forward(self, x, mask=None, kv_cache=None, need_weights=False):
+        """x: (B, T, C) -> (B, T, C); with need_weights also the probabilities (B, nh, Tq, Tk).
 
-    def _heads(self, t):
-        b, n, _ = t.shape
-        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)    # (B, T, C) -> (B, nh, T, hs)
-
-    def forward(self, x, attention_mask=None, attn_mask=None, need_weights=False, kv_cache=None,
-                max_len=None):
-        """x: (B, T, C).
-
-        attention_mask: (B, T_keys) with 1/True for real tokens and 0/False for
-            padding (the tokenizer's convention); padded keys are never attended.
-        attn_mask: an extra boolean mask broadcastable to (B, nh, Tq, Tk),
-            True = may attend.
-        need_weights: also return the attention probabilities (B, nh, Tq, Tk).
-        kv_cache: a KVCache to append this call's keys and values to (generation).
+        mask: boolean, broadcastable to (B, nh, Tq, Tk), True = may attend
+            (build it with minilm.nn.masks; the causal rule is added when causal=True).
+        kv_cache: a KVCache; this call's keys and values are appended to it and
+            the queries attend to everything it holds (generation).
         """
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention: expected input (B, T, {self.embed_dim}), got {x.shape}")
         b, t, c = x.shape
-        q, k, v = (self._heads(z) for z in self._project_qkv(x))                  # (B, nh, T, hs) each
+        q, k, v = self.in_proj(x).split(c, axis=-1)                              # (B, T, 3C) -> 3 x (B, T, C)
+        q, k, v = (z.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+                   for z in (q, k, v))                                           # (B, T, C) -> (B, nh, T, hs)
         if kv_cache is not None:
-            k, v = kv_cache.extend(k, v, max_len or t)                           # (B, nh, past + T, hs)
-        mask = None
-        if attention_mask is not None:
-            keys = np.asarray(attention_mask.numpy() if hasattr(attention_mask, "numpy") else attention_mask)
-            if keys.shape != (b, k.shape[2]):
-                raise ValueError(f"MultiHeadAttention: attention_mask of shape {keys.shape} must be "
-                                 f"(batch, keys) = {(b, k.shape[2])}")
-            mask = keys.astype(bool)[:, None, None, :]                            # (B, 1, 1, Tk)
-            if type(x.data).__module__.startswith("cupy"):
-                mask = array_module(x.data).asarray(mask)
-        if attn_mask is not None:
-            mask = attn_mask if mask is None else (mask & attn_mask)
+            k, v = kv_cache.extend(k, v)                                         # (B, nh, past + T, hs)
         result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                                 dropout_p=self.dropout_p, training=self.training,
                                                 return_weights=need_weights, generator=self.generator)
         y, weights = result if need_weights else (result, None)
-        y = y.transpose(1, 2).reshape(b, t, c)                                    # (B, nh, T, hs) -> (B, T, C)
-        y = self.out_proj(y)
+        y = self.out_proj(y.transpose(1, 2).reshape(b, t, c))                    # (B, nh, T, hs) -> (B, T, C)
         return (y, weights) if need_weights else y
 
     def extra_repr(self):
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, causal={self.causal}, "
-                f"fused_qkv={self.fused_qkv}")
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, causal={self.causal}"

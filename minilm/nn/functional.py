@@ -1,15 +1,21 @@
 """`minilm.nn.functional` (import as F): the neural-network ops as functions.
 
 The names and arguments follow `torch.nn.functional` where a learner would
-expect them. Each function is a thin wrapper over one op class in
-`minilm.autograd`, whose forward and backward are the readable NumPy
-reference; for float32 arrays the op asks the active backend
-(`minilm.set_backend`) whether a fast kernel should run instead.
+expect them. Each function is a thin wrapper over an op in `minilm.autograd`
+whose forward and backward are the readable NumPy reference.
+
+This file is also the one place where the reference and the fast version of
+an op are chosen: for float32 arrays, if the active backend
+(`minilm.set_backend`) has kernels for attention, GELU, LayerNorm or
+softmax + cross-entropy, the function applies the fused op of
+`minilm.autograd.ops_fused` instead. Both compute the same function; the
+reference ops themselves never look at the backend.
 """
 import numpy as np
 
-from minilm.autograd import ops_attention, ops_elementwise, ops_nn
-from minilm.backend import array_module
+from minilm.autograd import ops_elementwise, ops_fused, ops_nn
+from minilm.backend import array_module, get_kernel
+from minilm.nn import masks
 from minilm.random import default_generator
 from minilm.tensor import Tensor
 
@@ -18,12 +24,24 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _fast_kernels(name, *arrays):
+    """(forward, backward) kernels of the active backend for these arrays, or None for the reference."""
+    forward = get_kernel(f"{name}_forward", *arrays)
+    backward = get_kernel(f"{name}_backward", *arrays)
+    return (forward, backward) if forward is not None and backward is not None else None
+
+
 def relu(x):
     return ops_elementwise.ReLU.apply(x)
 
 
 def gelu(x, approximate="none"):
     """GELU(x) = x * Phi(x); approximate="tanh" uses GPT-2's tanh formula."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    kernels = _fast_kernels("gelu", _data(x))
+    if kernels is not None:
+        return ops_fused.FusedGELU.apply(x, approximate=approximate, kernels=kernels)
     return ops_elementwise.GELU.apply(x, approximate=approximate)
 
 
@@ -49,6 +67,10 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {tuple(targets.shape)}")
     flat_logits = logits.reshape(-1, logits.shape[-1]) if logits.ndim != 2 else logits  # (..., V) -> (N, V)
+    kernels = _fast_kernels("cross_entropy", flat_logits.data) if label_smoothing == 0.0 else None
+    if kernels is not None:
+        return ops_fused.FusedCrossEntropy.apply(flat_logits, targets.reshape(-1), ignore_index=ignore_index,
+                                                 kernels=kernels)
     return ops_nn.CrossEntropy.apply(flat_logits, targets.reshape(-1), ignore_index=ignore_index,
                                      label_smoothing=label_smoothing)
 
@@ -59,6 +81,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if c not in (x.shape[-1], (x.shape[-1],)):
         raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must equal the last "
                          f"dimension of the input of shape {x.shape} (only the last axis is supported)")
+    kernels = _fast_kernels("layer_norm", _data(x)) if weight is not None and bias is not None else None
+    if kernels is not None:
+        return ops_fused.FusedLayerNorm.apply(x, weight, bias, eps=eps, kernels=kernels)
     return ops_nn.LayerNorm.apply(x, weight, bias, eps=eps)
 
 
@@ -83,41 +108,47 @@ def linear(x, weight, bias=None):
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, return_weights=False, training=True, generator=None):
-    """softmax(q k^T * scale + mask) v for (B, H, T, D) inputs.
+    """softmax(q k^T * scale, masked) v for (B, H, T, D) inputs (Vaswani et al. 2017, eq. 1).
 
-    attn_mask: boolean, broadcastable to (B, H, Tq, Tk), True where a query
-    may attend a key (PyTorch's convention). A key-padding mask is the
-    (B, 1, 1, Tk) case. is_causal: query i may only see keys up to its own
-    position. return_weights=True also returns the attention probabilities
-    (B, H, Tq, Tk) for plotting. dropout_p drops attention probabilities.
+    attn_mask: boolean, broadcastable to (B, H, Tq, Tk), True where a query may
+    attend a key (see minilm.nn.masks; a key-padding mask is the (B, 1, 1, Tk)
+    case). is_causal: query i may only see keys up to its own position.
+    dropout_p: dropout on the attention probabilities (when training).
+    return_weights=True also returns the probabilities (B, H, Tq, Tk).
     """
+    qd, kd, vd = _data(q), _data(k), _data(v)
+    if qd.ndim != 4 or kd.ndim != 4 or vd.ndim != 4:
+        raise ValueError(f"scaled_dot_product_attention: expected (B, H, T, D) inputs, got "
+                         f"q {tuple(qd.shape)}, k {tuple(kd.shape)}, v {tuple(vd.shape)}")
+    if qd.shape[-1] != kd.shape[-1] or kd.shape[:3] != vd.shape[:3] or qd.shape[:2] != kd.shape[:2]:
+        raise ValueError(f"scaled_dot_product_attention: incompatible shapes q {tuple(qd.shape)}, "
+                         f"k {tuple(kd.shape)}, v {tuple(vd.shape)}")
+    batch, _, tq, d = qd.shape
+    tk = kd.shape[2]
+    if is_causal and tq > tk:
+        raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got {tq} > {tk}")
+    scale = float(d ** -0.5 if scale is None else scale)
+    xp = array_module(qd)
     mask = _data(attn_mask)
     if mask is not None:
-        mask = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
+        mask = xp.asarray(np.asarray(mask) if isinstance(mask, (list, tuple)) else mask)
         if mask.dtype != bool:
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean "
                             f"(True = may attend), got dtype {mask.dtype}")
-    if dropout_p and training:
-        # Dropout on the probabilities needs them materialised: compose from
-        # the reference pieces so the backward stays exact.
-        return _attention_with_dropout(q, k, v, mask, dropout_p, is_causal, scale, return_weights, generator)
-    result = ops_attention.ScaledDotProductAttention.apply(
-        q, k, v, attn_mask=mask, causal=is_causal, scale=scale, keep_weights=return_weights)
-    return result
 
+    # The fused kernel applies causal and key-padding masks while it streams over the keys,
+    # and never forms the probabilities: so it cannot return them or drop some of them out.
+    kernels = _fast_kernels("attention", qd, kd, vd)
+    key_rows = None if mask is None else masks.key_padding_rows(mask, batch, tk)
+    if kernels is not None and not return_weights and not (dropout_p and training) \
+            and (mask is None or key_rows is not None):
+        return ops_fused.FusedAttention.apply(q, k, v, key_mask=key_rows, causal=is_causal, scale=scale,
+                                              kernels=kernels)
 
-def _attention_with_dropout(q, k, v, mask, dropout_p, is_causal, scale, return_weights, generator):
-    from minilm.tensor_functions import where
-    d = q.shape[-1]
-    scale = d ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale                              # (B, H, Tq, Tk)
-    xp = array_module(q.data)
-    full = ops_attention.build_attention_mask(xp, q.shape[2], k.shape[2], is_causal, mask)
-    if full is not None:
-        scores = scores.masked_fill(~xp.broadcast_to(full, scores.shape), -1e30)
-    weights = softmax(scores, axis=-1)
-    if full is not None:  # rows with no visible key: zero, not uniform
-        any_visible = xp.broadcast_to(full, scores.shape).any(axis=-1, keepdims=True)
-        weights = where(xp.broadcast_to(any_visible, scores.shape), weights, 0.0)
-    out = dropout(weights, dropout_p, True, generator) @ v
+    scores = (q @ k.transpose(-2, -1)) * scale                                  # (B, H, Tq, Tk)
+    allowed = masks.combine(masks.causal_mask(tq, tk, xp) if is_causal else None, mask)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, -np.inf)
+    weights = softmax(scores, axis=-1)                                          # a row with no key: zeros
+    out = dropout(weights, dropout_p, training, generator) @ v                  # (B, H, Tq, D)
     return (out, weights.detach()) if return_weights else out

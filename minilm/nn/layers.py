@@ -53,17 +53,18 @@ class Embedding(Module):
 
 
 class LayerNorm(Module):
-    """Normalise each vector over its last axis, then scale and shift (weight=1, bias=0 at start)."""
+    """Normalise each vector over its last axis, then scale and shift (weight=1, bias=0 at start).
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True):
+    bias=False keeps only the scale (GPT configs without biases), as in torch.nn.LayerNorm.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         self.normalized_shape = int(normalized_shape if isinstance(normalized_shape, int) else normalized_shape[0])
         self.eps = eps
-        if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, np.float32))
-            self.bias = Parameter(np.zeros(self.normalized_shape, np.float32))
-        else:
-            self.weight = self.bias = None
+        self.weight = Parameter(np.ones(self.normalized_shape, np.float32)) if elementwise_affine else None
+        has_bias = elementwise_affine and bias
+        self.bias = Parameter(np.zeros(self.normalized_shape, np.float32)) if has_bias else None
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

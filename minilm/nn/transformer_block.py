@@ -1,15 +1,18 @@
-"""The Transformer block: attention and a feed-forward network, each wrapped in a
-residual connection and a LayerNorm.
+"""The Transformer block, the one block the seed's TransformerModel, GPT and BERT are stacks of.
 
-Post-LN (the original Transformer, BERT, and the seed's nn.TransformerEncoderLayer):
+Attention and a position-wise feed-forward network, each wrapped in a
+residual connection and a LayerNorm. Where the LayerNorm sits is the one
+design choice that differs between the models:
+
+Post-LN (the original Transformer, BERT, the seed's nn.TransformerEncoderLayer):
     x = norm1(x + dropout1(attn(x)))
     x = norm2(x + dropout2(ff(x)))
 Pre-LN (GPT-2 and most later models; trains stably without warm-up tricks):
     x = x + dropout1(attn(norm1(x)))
     x = x + dropout2(ff(norm2(x)))
 
-Attribute names follow torch.nn.TransformerEncoderLayer (self_attn, linear1,
-linear2, norm1, norm2, norm_first), so its weights load by name.
+Names follow torch.nn.TransformerEncoderLayer (self_attn, norm1, norm2,
+dropout1, dropout2, norm_first) with the feed-forward's two layers in `ff`.
 """
 from minilm.nn import functional as F
 from minilm.nn.attention import MultiHeadAttention
@@ -23,65 +26,72 @@ _ACTIVATIONS = {
 }
 
 
-def activation_fn(name):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
-
 class FeedForward(Module):
     """Position-wise feed-forward network: linear2(dropout(act(linear1(x)))), (B, T, C) -> (B, T, C).
 
     The same two-layer MLP is applied to every position independently
     (Vaswani et al. 2017, section 3.3); the hidden width is usually 4C.
+    activation: "relu" (the seed), "gelu" (BERT, exact erf) or "gelu_tanh" (GPT-2).
+    dropout: between the activation and linear2 (the seed has it; GPT-2 and BERT do not).
     """
 
     def __init__(self, d_model, dim_feedforward, dropout=0.0, activation="gelu", bias=True, generator=None):
         super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"FeedForward: unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
         self.linear1 = Linear(d_model, dim_feedforward, bias, generator)
         self.linear2 = Linear(dim_feedforward, d_model, bias, generator)
         self.dropout = Dropout(dropout, generator)
         self.activation = activation
-        self._act = activation_fn(activation)
 
     def forward(self, x):
-        return self.linear2(self.dropout(self._act(self.linear1(x))))          # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        h = _ACTIVATIONS[self.activation](self.linear1(x))                       # (B, T, C) -> (B, T, 4C)
+        return self.linear2(self.dropout(h))                                     # (B, T, 4C) -> (B, T, C)
 
     def extra_repr(self):
         return f"activation={self.activation!r}"
 
 
 class TransformerBlock(Module):
+    """TransformerBlock(d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
+    norm_first=False, causal=False, layer_norm_eps=1e-5, bias=True, attn_dropout=None,
+    ff_dropout=None, generator=None).
+
+    dropout: on each residual branch (dropout1, dropout2). attn_dropout: on the
+    attention probabilities, ff_dropout: inside the feed-forward; both default
+    to `dropout` (the seed's layer uses one rate everywhere; GPT-2 and BERT set
+    ff_dropout=0). bias=False drops the biases of the linears and LayerNorms.
+    """
+
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 norm_first=False, causal=False, layer_norm_eps=1e-5, bias=True, generator=None):
+                 norm_first=False, causal=False, layer_norm_eps=1e-5, bias=True, attn_dropout=None,
+                 ff_dropout=None, generator=None):
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout, bias=bias, causal=causal,
-                                            generator=generator)
-        self.linear1 = Linear(d_model, dim_feedforward, bias, generator)
-        self.dropout = Dropout(dropout, generator)
-        self.linear2 = Linear(dim_feedforward, d_model, bias, generator)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout if attn_dropout is None else attn_dropout,
+                                            bias=bias, causal=causal, generator=generator)
+        self.ff = FeedForward(d_model, dim_feedforward, dropout if ff_dropout is None else ff_dropout,
+                              activation, bias, generator)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout1 = Dropout(dropout, generator)
         self.dropout2 = Dropout(dropout, generator)
-        self.activation = activation
-        self._act = activation_fn(activation)
 
-    def _ff(self, x):
-        return self.linear2(self.dropout(self._act(self.linear1(x))))
+    def forward(self, x, mask=None, kv_cache=None, need_weights=False):
+        """x: (B, T, C) -> (B, T, C); with need_weights also the attention probabilities.
 
-    def forward(self, x, attention_mask=None, attn_mask=None, kv_cache=None, max_len=None):
-        """x: (B, T, C). Masks as in MultiHeadAttention (True / 1 = may attend / real token)."""
-        attn = lambda h: self.self_attn(h, attention_mask=attention_mask, attn_mask=attn_mask,
-                                        kv_cache=kv_cache, max_len=max_len)
+        mask: boolean, True = may attend (see minilm.nn.masks); kv_cache: see MultiHeadAttention.
+        """
+        h = self.norm1(x) if self.norm_first else x
+        a = self.self_attn(h, mask=mask, kv_cache=kv_cache, need_weights=need_weights)
+        a, weights = a if need_weights else (a, None)
         if self.norm_first:
-            x = x + self.dropout1(attn(self.norm1(x)))
-            x = x + self.dropout2(self._ff(self.norm2(x)))
+            x = x + self.dropout1(a)
+            x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
-            x = self.norm1(x + self.dropout1(attn(x)))
-            x = self.norm2(x + self.dropout2(self._ff(x)))
-        return x
+            x = self.norm1(x + self.dropout1(a))
+            x = self.norm2(x + self.dropout2(self.ff(x)))
+        return (x, weights) if need_weights else x
 
     def extra_repr(self):
-        return f"norm_first={self.norm_first}, activation={self.activation!r}"
+        return f"norm_first={self.norm_first}"
