@@ -20,15 +20,8 @@ With L2-in-the-gradient, the decay of a weight is divided by sqrt(v_hat) like
 every other gradient component, so weights with large gradients are barely
 decayed; the decoupled form decays every weight at the same rate lr * wd.
 
-The code computes the same update in the paper's cheaper form (end of section 2
-of Kingma & Ba): p = p - lr*sqrt(1-beta2^t)/(1-beta1^t) * m_t / (sqrt(v_t) + eps*sqrt(1-beta2^t)),
-which is algebraically identical to the lines above (and to torch.optim.Adam/AdamW,
-where eps is added after dividing sqrt(v_t) by sqrt(1 - beta2^t)); results agree
-with PyTorch to float rounding.
 State per parameter: "step" (int), "exp_avg", "exp_avg_sq" (arrays like p).
 """
-import math
-
 from minilm.backend import array_module
 
 from .optimizer import Optimizer, check_hyperparameter
@@ -56,54 +49,25 @@ class _AdamBase(Optimizer):
         super().__init__(params, defaults)
 
     def step(self):
-        """One Adam/AdamW update of every parameter that has a gradient (in place).
-
-        Two work buffers shaped like p (reused across parameters and steps)
-        hold the temporaries, so a step allocates nothing new per parameter
-        after the first one.
-        """
+        """One Adam/AdamW update of every parameter that has a gradient (in place): the formulas above."""
         for i, p, grad, group in self._params_to_update():
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             xp = array_module(p.data)
             state = self.state.setdefault(i, {})
-            if "step" not in state:
-                state["step"] = 0
-                state["exp_avg"] = xp.zeros_like(p.data)
-                state["exp_avg_sq"] = xp.zeros_like(p.data)
+            if not state:
+                state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
             state["step"] += 1
             t = state["step"]
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            tmp = self._work_buffer(p.data, slot=0)
-
-            if wd != 0:
-                if self.decoupled_weight_decay:
-                    p.data *= 1.0 - lr * wd                   # AdamW: p = p - lr*wd*p
-                else:
-                    g = self._work_buffer(p.data, slot=1)     # Adam: g = g + wd*p
-                    xp.multiply(p.data, wd, out=g)
-                    g += grad
-                    grad = g
-
-            # m = beta1*m + (1-beta1)*g, written as m += (1-beta1)*(g - m)  (torch's lerp)
-            xp.subtract(grad, m, out=tmp)
-            tmp *= 1.0 - beta1
-            m += tmp
-            # v = beta2*v + (1-beta2)*g^2
-            xp.multiply(grad, grad, out=tmp)
-            tmp *= 1.0 - beta2
-            v *= beta2
-            v += tmp
-            # p = p - lr * m_hat / (sqrt(v_hat) + eps), with both bias corrections folded
-            # into two scalars (Kingma & Ba, end of section 2), one pass fewer:
-            #   p = p - step_size * m / (sqrt(v) + eps_hat),
-            #   step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t),  eps_hat = eps * sqrt(1 - beta2^t)
-            sqrt_bc2 = math.sqrt(1.0 - beta2 ** t)
-            xp.sqrt(v, out=tmp)
-            tmp += eps * sqrt_bc2
-            xp.divide(m, tmp, out=tmp)
-            tmp *= lr * sqrt_bc2 / (1.0 - beta1 ** t)
-            p.data -= tmp
+            if wd != 0 and self.decoupled_weight_decay:
+                p.data *= 1.0 - lr * wd                                  # AdamW: p = p - lr*wd*p
+            elif wd != 0:
+                grad = grad + wd * p.data                                # Adam: g = g + wd*p
+            m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * grad
+            v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * grad * grad
+            m_hat = m / (1.0 - beta1 ** t)
+            v_hat = v / (1.0 - beta2 ** t)
+            p.data -= lr * m_hat / (xp.sqrt(v_hat) + eps)
 
 
 class Adam(_AdamBase):

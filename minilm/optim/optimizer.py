@@ -80,7 +80,6 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}           # global param index -> dict of state
-        self._scratch = {}        # (array module, dtype) -> flat work buffer, never saved
         if hasattr(params, "data") and hasattr(params, "grad"):
             raise TypeError(f"{type(self).__name__}: params must be an iterable of parameters "
                             f"or of dicts, got a single parameter; wrap it in a list")
@@ -141,22 +140,6 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.step: parameter {i} has data of shape "
                                  f"{p.data.shape} but grad of shape {p.grad.shape}")
             yield i, p, p.grad, group
-
-    def _work_buffer(self, like, slot=0):
-        """A scratch array shaped like `like` (a view into a reused flat buffer).
-
-        Optimizer steps need a temporary or two per parameter; allocating them
-        anew for every parameter on every step costs time, so one flat buffer
-        per (array module, dtype, slot) is kept, grown to the largest parameter.
-        Its contents are garbage on entry; it is never part of the state.
-        """
-        xp = array_module(like)
-        key = (xp.__name__, like.dtype.str, slot)
-        buf = self._scratch.get(key)
-        if buf is None or buf.size < like.size:
-            buf = xp.empty(like.size, dtype=like.dtype)
-            self._scratch[key] = buf
-        return buf[:like.size].reshape(like.shape)
 
     # ----- the training-loop API -----------------------------------------------------
     def zero_grad(self, set_to_none=True):

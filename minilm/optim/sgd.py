@@ -38,25 +38,13 @@ class SGD(Optimizer):
             if nesterov and (momentum <= 0 or dampening != 0):
                 raise ValueError(f"SGD.step: group with nesterov=True needs momentum > 0 and "
                                  f"dampening = 0, got momentum={momentum}, dampening={dampening}")
-            xp = array_module(p.data)
-            d_p = grad
-            if wd != 0:
-                d_p = grad + wd * p.data                     # a new array: never modify p.grad
+            d_p = grad if wd == 0 else grad + wd * p.data      # a new array: never modify p.grad
             if momentum != 0:
                 state = self.state.setdefault(i, {})
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = xp.array(d_p, dtype=p.data.dtype, copy=True)
-                    state["momentum_buffer"] = buf
+                if "momentum_buffer" not in state:                  # b_1 = g_1
+                    state["momentum_buffer"] = array_module(p.data).array(d_p, dtype=p.data.dtype, copy=True)
                 else:
-                    buf *= momentum
-                    tmp = self._work_buffer(p.data)
-                    xp.multiply(d_p, 1.0 - dampening, out=tmp)
-                    buf += tmp
-                if nesterov:
-                    d_p = d_p + momentum * buf
-                else:
-                    d_p = buf
-            tmp = self._work_buffer(p.data)
-            xp.multiply(d_p, lr, out=tmp)
-            p.data -= tmp
+                    state["momentum_buffer"] = momentum * state["momentum_buffer"] + (1.0 - dampening) * d_p
+                buf = state["momentum_buffer"]
+                d_p = d_p + momentum * buf if nesterov else buf
+            p.data -= lr * d_p
