@@ -70,12 +70,11 @@ def twin_model_class():
 
 
 def twin_name(minilm_name):
-    """minilm (Hugging Face GPT-2) parameter name -> (twin name, transpose?)."""
-    name = minilm_name.removeprefix("transformer.")
-    name = name.replace(".attn.c_attn.", ".c_attn.").replace(".attn.c_proj.", ".attn_proj.")
-    name = name.replace(".mlp.c_fc.", ".c_fc.").replace(".mlp.c_proj.", ".mlp_proj.")
-    conv1d = name.endswith("weight") and any(k in name for k in ("c_attn", "attn_proj", "c_fc", "mlp_proj"))
-    return name, conv1d
+    """minilm GPT parameter name -> the twin's name (both store Linear weights as (out, in))."""
+    name = minilm_name.replace("blocks.", "h.").replace(".self_attn.in_proj.", ".c_attn.")
+    name = name.replace(".self_attn.out_proj.", ".attn_proj.").replace(".ff.linear1.", ".c_fc.")
+    name = name.replace(".ff.linear2.", ".mlp_proj.").replace(".norm1.", ".ln_1.").replace(".norm2.", ".ln_2.")
+    return name
 
 
 def load_into_twin(twin, state):
@@ -84,8 +83,7 @@ def load_into_twin(twin, state):
     for name, array in state.items():
         if name == "lm_head.weight":
             continue                                                    # tied to wte
-        tname, transpose = twin_name(name)
-        own[tname].data.copy_(torch.from_numpy(np.ascontiguousarray(array.T if transpose else array)))
+        own[twin_name(name)].data.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
 def main():
@@ -126,11 +124,11 @@ def main():
     print(f"torch {torch.__version__} threads={torch.get_num_threads()}")
     twin = twin_model_class()(trainer.model.config)
     load_into_twin(twin, initial)
-    named = {twin_name(n)[0]: p for n, p in trainer.model.named_parameters()}
+    named = {twin_name(n): p for n, p in trainer.model.named_parameters()}
     groups = param_groups_for_weight_decay(trainer.model.named_parameters(), cfg.weight_decay)
     by_id = {id(p): n for n, p in trainer.model.named_parameters()}
     twin_params = dict(twin.named_parameters())
-    torch_groups = [{"params": [twin_params[twin_name(by_id[id(p)])[0]] for p in g["params"]],
+    torch_groups = [{"params": [twin_params[twin_name(by_id[id(p)])] for p in g["params"]],
                      "weight_decay": g["weight_decay"]} for g in groups]
     assert sum(len(g["params"]) for g in torch_groups) == len(named)
     opt = torch.optim.AdamW(torch_groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)

@@ -47,11 +47,11 @@ def _load_kernels(name):
     if name == "numpy":
         return {}
     if name == "numba":
-        from minilm.kernels import cpu
+        from minilm.kernels import cpu                  # optional (needs Numba): loaded only when chosen
         _one_numba_thread_unless_asked()
         return dict(cpu.KERNELS)
     if name == "cuda":
-        from minilm.kernels import cuda
+        from minilm.kernels import cuda                 # optional (needs CuPy): loaded only when chosen
         if not cuda.is_available():
             raise ImportError("CuPy with a CUDA device is not available")
         return dict(cuda.KERNELS)
@@ -68,7 +68,7 @@ def _one_numba_thread_unless_asked():
     leaves the cores to BLAS between kernels; set NUMBA_NUM_THREADS to choose.
     """
     if "NUMBA_NUM_THREADS" not in os.environ:
-        import numba
+        import numba                                    # present: the numba backend was just loaded
         numba.set_num_threads(1)
 
 

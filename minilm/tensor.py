@@ -10,8 +10,8 @@ more than once (the multivariable chain rule).
 import numpy as np
 
 from minilm.autograd import ops_elementwise as ew
-from minilm.autograd import anomaly, ops_matmul, ops_reduce, ops_shape
-from minilm.backend import array_module
+from minilm.autograd import anomaly, ops_matmul, ops_nn, ops_reduce, ops_shape
+from minilm.backend import array_module, is_cupy
 
 _FLOAT_KINDS = "f"
 
@@ -56,7 +56,7 @@ class Tensor:
 
     @property
     def device(self):
-        return "cuda" if type(self.data).__module__.startswith("cupy") else "cpu"
+        return "cuda" if is_cupy(self.data) else "cpu"
 
     def numel(self):
         return int(self.data.size)
@@ -98,7 +98,7 @@ class Tensor:
         device = str(device)
         if device.startswith("cuda"):
             try:
-                import cupy
+                import cupy                                  # optional: only for .to("cuda")
             except ImportError:
                 raise RuntimeError("Tensor.to('cuda'): CuPy is not installed "
                                    "(pip install 'minilm[cuda]')") from None
@@ -234,12 +234,10 @@ class Tensor:
         return Tensor._make(self.data.argmax(axis=axis))
 
     def softmax(self, axis=-1):
-        from minilm.autograd.ops_nn import Softmax
-        return Softmax.apply(self, axis=axis)
+        return ops_nn.Softmax.apply(self, axis=axis)
 
     def log_softmax(self, axis=-1):
-        from minilm.autograd.ops_nn import LogSoftmax
-        return LogSoftmax.apply(self, axis=axis)
+        return ops_nn.LogSoftmax.apply(self, axis=axis)
 
     # ----- shapes -------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -278,7 +276,7 @@ class Tensor:
         return ops_shape.GetItem.apply(self, index=index)
 
     def split(self, split_size_or_sections, axis=0):
-        from minilm.tensor_functions import split
+        from minilm.tensor_functions import split     # tensor_functions imports this module
         return split(self, split_size_or_sections, axis=axis)
 
 

@@ -285,3 +285,14 @@ def test_bad_state_dicts_name_the_key():
     swapped[:, 0, 0::2], swapped[:, 0, 1::2] = pe[:, 0, 1::2], pe[:, 0, 0::2]      # cos where sin belongs
     with pytest.raises(ValueError, match="not the sinusoidal table"):
         model.load_state_dict(dict(seed_like, **{"pos_encoder.pe": swapped}))
+
+
+def test_own_state_dict_and_seed_state_dict_both_load_back():
+    """minilm's own names pass through unchanged; the seed's names are mapped (never both at once)."""
+    model = tiny(num_layers=2)
+    src = np.random.default_rng(2).integers(0, 11, size=(2, 5))
+    want = forward_np(model.eval(), src, None)
+    for state in (model.state_dict(), model.seed_state_dict()):
+        other = tiny(num_layers=2, seed=7).eval()
+        other.load_state_dict(state)
+        np.testing.assert_array_equal(forward_np(other, src, None), want)

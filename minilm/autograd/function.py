@@ -30,7 +30,7 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
-        from minilm.tensor import Tensor
+        from minilm.tensor import Tensor                  # minilm.tensor imports the ops, which import this
         tensors = [x if isinstance(x, Tensor) else None for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         op = cls()

@@ -30,7 +30,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6, max_elements=None, see
         subset), for large inputs.
     The error message names the input, the element index, and both values.
     """
-    from minilm.tensor import Tensor
+    from minilm.tensor import Tensor                      # minilm.tensor imports the autograd package
     inputs = list(inputs)
     rng = np.random.default_rng(seed)
     for i, x in enumerate(inputs):

@@ -89,33 +89,34 @@ def pop_tied_copy(state, key, tied_to, where):
     return state
 
 
-def _rename(state, rules):
+def rename_keys(state, names, reverse=False):
+    """Rename a state dict's keys by a table of (their name, our name) fragments; reverse=True: ours -> theirs.
+
+    "{i}" in a fragment stands for a layer number; a fragment matches only
+    from the start of a key or right after a dot, so "output.dense." never
+    matches inside "attention.output.dense.". Values are not touched.
+    """
+    rules = []
+    for theirs, ours in names:
+        source, target = (ours, theirs) if reverse else (theirs, ours)
+        pattern = re.compile(r"(?<![^.])" + re.escape(source).replace(r"\{i\}", r"(\d+)"))
+        rules.append((pattern, target.replace("{i}", r"\1")))
     out = {}
     for key, value in state.items():
-        for pattern, replacement in rules:
-            key = re.sub(pattern, replacement, key)
+        for pattern, target in rules:
+            key = pattern.sub(target, key, count=1)
         out[key] = value
     return out
 
 
 # ----- GPT-2 ---------------------------------------------------------------------------------
-_GPT2_TO_OURS = [
-    (r"^transformer\.", ""),
-    (r"^h\.(\d+)\.ln_1\.", r"blocks.\1.norm1."),
-    (r"^h\.(\d+)\.ln_2\.", r"blocks.\1.norm2."),
-    (r"^h\.(\d+)\.attn\.c_attn\.", r"blocks.\1.self_attn.in_proj."),
-    (r"^h\.(\d+)\.attn\.c_proj\.", r"blocks.\1.self_attn.out_proj."),
-    (r"^h\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.ff.linear1."),
-    (r"^h\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.ff.linear2."),
-]
-_OURS_TO_GPT2 = [
-    (r"^blocks\.(\d+)\.norm1\.", r"h.\1.ln_1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"h.\1.ln_2."),
-    (r"^blocks\.(\d+)\.self_attn\.in_proj\.", r"h.\1.attn.c_attn."),
-    (r"^blocks\.(\d+)\.self_attn\.out_proj\.", r"h.\1.attn.c_proj."),
-    (r"^blocks\.(\d+)\.ff\.linear1\.", r"h.\1.mlp.c_fc."),
-    (r"^blocks\.(\d+)\.ff\.linear2\.", r"h.\1.mlp.c_proj."),
-    (r"^(?!lm_head)", "transformer."),
+GPT2_NAMES = [                     # (Hugging Face GPT-2, minilm), after the "transformer." prefix
+    ("h.{i}.ln_1.", "blocks.{i}.norm1."),
+    ("h.{i}.ln_2.", "blocks.{i}.norm2."),
+    ("h.{i}.attn.c_attn.", "blocks.{i}.self_attn.in_proj."),
+    ("h.{i}.attn.c_proj.", "blocks.{i}.self_attn.out_proj."),
+    ("h.{i}.mlp.c_fc.", "blocks.{i}.ff.linear1."),
+    ("h.{i}.mlp.c_proj.", "blocks.{i}.ff.linear2."),
 ]
 _CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 
@@ -143,12 +144,12 @@ def gpt2_state_dict_to_ours(state):
         if _CONV1D.search("." + bare):
             value = np.ascontiguousarray(np.asarray(value).T)                    # (in, out) -> (out, in)
         out[key] = value
-    return _rename(out, _GPT2_TO_OURS)
+    return rename_keys({k.removeprefix("transformer."): v for k, v in out.items()}, GPT2_NAMES)
 
 
 def gpt2_state_dict_to_hf(state):
     """minilm GPT names -> GPT2LMHeadModel names with Conv1D (in, out) weights (lm_head left tied, unsaved)."""
-    out = _rename(state, _OURS_TO_GPT2)
+    out = {"transformer." + k: v for k, v in rename_keys(state, GPT2_NAMES, reverse=True).items()}
     return {k: np.ascontiguousarray(np.asarray(v).T) if _CONV1D.search(k) else v for k, v in out.items()}
 
 
@@ -208,18 +209,16 @@ def save_hf_gpt2(model, folder):
 
 
 # ----- BERT ----------------------------------------------------------------------------------
-_BERT_TO_OURS = [
-    (r"\.gamma$", ".weight"), (r"\.beta$", ".bias"),                          # TF-era LayerNorm names
-    (r"embeddings\.LayerNorm\.", "embeddings.norm."),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.self_attn.out_proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"blocks.\1.norm1."),
-    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.ff.linear1."),
-    (r"encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.ff.linear2."),
-    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"blocks.\1.norm2."),
-    (r"pooler\.dense\.", "pooler."),
-    (r"^cls\.predictions\.transform\.dense\.", "transform."),
-    (r"^cls\.predictions\.transform\.LayerNorm\.", "transform_norm."),
-    (r"^cls\.predictions\.bias$", "bias"),
+BERT_NAMES = [                     # (Hugging Face BERT, minilm); query/key/value are stacked separately
+    ("embeddings.LayerNorm.", "embeddings.norm."),
+    ("encoder.layer.{i}.attention.output.dense.", "blocks.{i}.self_attn.out_proj."),
+    ("encoder.layer.{i}.attention.output.LayerNorm.", "blocks.{i}.norm1."),
+    ("encoder.layer.{i}.intermediate.dense.", "blocks.{i}.ff.linear1."),
+    ("encoder.layer.{i}.output.dense.", "blocks.{i}.ff.linear2."),
+    ("encoder.layer.{i}.output.LayerNorm.", "blocks.{i}.norm2."),
+    ("pooler.dense.", "pooler."),
+    ("cls.predictions.transform.dense.", "transform."),
+    ("cls.predictions.transform.LayerNorm.", "transform_norm."),
 ]
 _QKV = re.compile(r"^(.*)encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 
@@ -251,6 +250,9 @@ def bert_state_dict_to_ours(state, config, prefix=""):
         return state
     out, qkv = {}, {}
     for key, value in state.items():
+        if key.endswith((".gamma", ".beta")):                                  # TF-era LayerNorm names
+            key = key[: key.rfind(".")] + (".weight" if key.endswith(".gamma") else ".bias")
+        key = "bias" if key == "cls.predictions.bias" else key                 # the MLM output bias
         match = _QKV.match(key)
         if match:
             head, layer, which, kind = match.groups()
@@ -263,21 +265,9 @@ def bert_state_dict_to_ours(state, config, prefix=""):
         if missing:
             raise KeyError(f"load_state_dict: layer {layer} has no attention.self.{missing[0]}.{kind}")
         out[name] = np.concatenate([parts["query"], parts["key"], parts["value"]], axis=0)  # (3H, H) or (3H,)
-    return _rename(out, _BERT_TO_OURS)
+    return rename_keys(out, BERT_NAMES)
 
 
-_OURS_TO_BERT = [
-    (r"embeddings\.norm\.", "embeddings.LayerNorm."),
-    (r"blocks\.(\d+)\.self_attn\.out_proj\.", r"encoder.layer.\1.attention.output.dense."),
-    (r"blocks\.(\d+)\.norm1\.", r"encoder.layer.\1.attention.output.LayerNorm."),
-    (r"blocks\.(\d+)\.ff\.linear1\.", r"encoder.layer.\1.intermediate.dense."),
-    (r"blocks\.(\d+)\.ff\.linear2\.", r"encoder.layer.\1.output.dense."),
-    (r"blocks\.(\d+)\.norm2\.", r"encoder.layer.\1.output.LayerNorm."),
-    (r"(^|\.)pooler\.", r"\1pooler.dense."),
-    (r"^transform\.", "cls.predictions.transform.dense."),
-    (r"^transform_norm\.", "cls.predictions.transform.LayerNorm."),
-    (r"^bias$", "cls.predictions.bias"),
-]
 _IN_PROJ = re.compile(r"^(.*)blocks\.(\d+)\.self_attn\.in_proj\.(weight|bias)$")
 
 
@@ -285,7 +275,8 @@ def bert_state_dict_to_hf(state):
     """minilm BERT names -> Hugging Face's (in_proj split back into query, key, value); the inverse
     of bert_state_dict_to_ours, for writing a checkpoint other BERT code can read."""
     out = {}
-    for key, value in _rename(state, _OURS_TO_BERT).items():
+    for key, value in rename_keys(state, BERT_NAMES, reverse=True).items():
+        key = "cls.predictions.bias" if key == "bias" else key
         match = _IN_PROJ.match(key)
         if not match:
             out[key] = value

@@ -15,29 +15,18 @@ The seed also saves its positional table `pos_encoder.pe`, which is checked
 against the formula and dropped: it carries no trained information.
 """
 import math
-import re
 
 import numpy as np
 
+from minilm.models.hf import rename_keys
 from minilm.nn.positional import sinusoidal_table
 
-_SEED_TO_OURS = [
-    (r"\.self_attn\.in_proj_(weight|bias)$", r".self_attn.in_proj.\1"),
-    (r"\.(linear[12])\.", r".ff.\1."),
+SEED_NAMES = [                     # (torch.nn.TransformerEncoderLayer, minilm's TransformerBlock)
+    ("self_attn.in_proj_weight", "self_attn.in_proj.weight"),
+    ("self_attn.in_proj_bias", "self_attn.in_proj.bias"),
+    ("linear1.", "ff.linear1."),
+    ("linear2.", "ff.linear2."),
 ]
-_OURS_TO_SEED = [
-    (r"\.self_attn\.in_proj\.(weight|bias)$", r".self_attn.in_proj_\1"),
-    (r"\.ff\.(linear[12])\.", r".\1."),
-]
-
-
-def _rename(state, rules):
-    out = {}
-    for key, value in state.items():
-        for pattern, replacement in rules:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
 
 
 def from_seed_state_dict(state, max_len, d_model):
@@ -45,7 +34,9 @@ def from_seed_state_dict(state, max_len, d_model):
     state = dict(state)
     if "pos_encoder.pe" in state:
         check_positional_table(state.pop("pos_encoder.pe"), max_len, d_model)
-    return _rename(state, _SEED_TO_OURS)
+    if not any(key.endswith("self_attn.in_proj_weight") for key in state):
+        return state                                                            # minilm's own names already
+    return rename_keys(state, SEED_NAMES)
 
 
 def seed_state_dict(model):
@@ -53,7 +44,7 @@ def seed_state_dict(model):
 
     Turn each array into a torch tensor and the seed module loads it with load_state_dict(strict=True).
     """
-    state = _rename(model.state_dict(), _OURS_TO_SEED)
+    state = rename_keys(model.state_dict(), SEED_NAMES, reverse=True)
     state["pos_encoder.pe"] = sinusoidal_table(model.max_len, model.d_model)[:, None, :]  # (L, C) -> (L, 1, C)
     return state
 
