@@ -10,37 +10,14 @@ reads such a file back into the right class.
 
 from __future__ import annotations
 
-import json
 import os
 
 from .bpe import ByteLevelBPE
 from .char import CharTokenizer
+from .json_file import read_tokenizer_json
 from .wordpiece import WordPieceTokenizer
 
 _TOKENIZER_TYPES = {cls.type_name: cls for cls in (CharTokenizer, ByteLevelBPE, WordPieceTokenizer)}
-
-
-def read_tokenizer_json(path: str | os.PathLike):
-    """The JSON value in a tokenizer file; every way it can fail is a one-line error naming the file.
-
-    A missing file stays a FileNotFoundError; anything else wrong (a folder, unreadable,
-    not UTF-8, not JSON, nested too deeply) is a ValueError.
-    """
-    if os.path.isdir(path):
-        raise ValueError(f"load_tokenizer: {path} is a folder, not a tokenizer file")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"load_tokenizer: {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"load_tokenizer: {path} is not valid JSON ({err})") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"load_tokenizer: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except RecursionError:
-        raise ValueError(f"load_tokenizer: {path} holds JSON nested too deeply to be a tokenizer") from None
-    except OSError as err:
-        raise ValueError(f"load_tokenizer: cannot read {path}: {err.strerror or err}") from None
 
 
 def load_tokenizer(path: str | os.PathLike):

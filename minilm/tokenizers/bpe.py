@@ -24,12 +24,11 @@ when it equals the built-in one (files written before this change have it).
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import Iterable
 
 from .bpe_train import GPT2_LIKE_SPLIT_PATTERN, count_words, learn_merges, merge_pair
+from .json_file import JsonFile
 from .special_split import split_on_specials
 
 _CACHE_LIMIT = 200_000  # distinct pre-tokens kept in the encode cache before it is cleared
@@ -47,7 +46,7 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class ByteLevelBPE:
+class ByteLevelBPE(JsonFile):
     """Byte-level byte-pair-encoding tokenizer.
 
     Build it with ``ByteLevelBPE.train(text, vocab_size)`` or ``ByteLevelBPE.load(path)``.
@@ -257,16 +256,6 @@ class ByteLevelBPE:
             return cls([tuple(p) for p in merges], specials)
         except ValueError as err:     # only the total-size limit is left to fail here
             raise bad("merges", str(err).removeprefix("ByteLevelBPE: ")) from None
-
-    def save(self, path: str | os.PathLike) -> None:
-        # atomically: a crash mid-write leaves the old file, never a torn one
-        from minilm.io.atomic import atomic_write_text
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ByteLevelBPE":
-        from . import read_tokenizer_json
-        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return (f"ByteLevelBPE(vocab_size={self.vocab_size}, merges={len(self.merges)}, "

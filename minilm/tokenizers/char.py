@@ -13,9 +13,9 @@ that names it and where it is, rather than guessing.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Iterable
+
+from .json_file import JsonFile
 
 _MAX_REPORTED = 10  # how many unknown characters an error message lists
 
@@ -31,7 +31,7 @@ def _describe_char(c: str) -> str:
     return f"{c!r} (U+{ord(c):04X})"
 
 
-class CharTokenizer:
+class CharTokenizer(JsonFile):
     """Maps each character of a fixed alphabet to an integer id.
 
     Ids are assigned in sorted (code point) order, so the same set of
@@ -128,17 +128,6 @@ class CharTokenizer:
             raise ValueError(f"CharTokenizer: {source}: field 'chars' repeats {''.join(twice)!r}; "
                              "every character must appear once")
         return cls(chars)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the vocabulary as JSON (ASCII-escaped, so any character survives)."""
-        # atomically: a crash mid-write leaves the old file, never a torn one
-        from minilm.io.atomic import atomic_write_text
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=True))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "CharTokenizer":
-        from . import read_tokenizer_json
-        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"

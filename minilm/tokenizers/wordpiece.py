@@ -16,13 +16,14 @@ Special tokens ([CLS], [SEP], [PAD], [MASK], [UNK]) written in the text are kept
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterable, Sequence
 
 from .bert_basic import basic_tokenize
 from .bert_inputs import assemble, pad_rows, stack_rows
+from .json_file import JsonFile
 from .special_split import split_on_specials
+
 
 _CACHE_LIMIT = 200_000
 
@@ -37,10 +38,11 @@ def _short(value, limit: int = 60) -> str:
 _GLUE_PREFIXES = (".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re")
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(JsonFile):
     """BERT's tokenizer: basic tokenization, then WordPiece; ids from a vocabulary list."""
 
     type_name = "WordPieceTokenizer"
+    json_ascii = False              # the saved vocabulary stays readable, as in vocab.txt
 
     def __init__(self, vocab: Sequence[str], lowercase: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, unk_token: str = "[UNK]", cls_token: str = "[CLS]",
@@ -285,16 +287,6 @@ class WordPieceTokenizer:
                 raise ValueError(f"WordPieceTokenizer: {source}: field {name!r} must be {what}, got {_short(value)}")
             options[name] = value
         return cls(vocab, source=source, **options)
-
-    def save(self, path: str | os.PathLike) -> None:
-        # atomically: a crash mid-write leaves the old file, never a torn one
-        from minilm.io.atomic import atomic_write_text
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
-        from . import read_tokenizer_json
-        return cls.from_dict(read_tokenizer_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"WordPieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
