@@ -52,6 +52,15 @@ def test_kernels_with_block_barriers_report_them(results):
         assert by_name[("gelu_forward_erf_kernel", arch)].barriers == 0
 
 
+def test_attention_ladder_versions_1_and_2_use_no_shared_memory_and_no_block_barrier(results):
+    # What separates them from version 3 (attention_forward.cu): one warp per row, nothing shared.
+    for r in results:
+        if r.source in ("attention_v1.cu", "attention_v2.cu"):
+            assert r.kernels, r.source
+            for k in r.kernels:
+                assert k.shared_bytes == 0 and k.barriers == 0, f"{k.kernel} ({r.arch})"
+
+
 def test_main_prints_the_report_and_succeeds(results, monkeypatch, capsys):
     monkeypatch.setattr(compile_check, "check_all", lambda archs, route: results)
     assert compile_check.main([]) == 0
