@@ -174,3 +174,13 @@ def test_shape_functions_match_numpy(rng):
     np.testing.assert_array_equal(minilm.cat([t, t], axis=1).numpy(), np.concatenate([x, x], 1))
     np.testing.assert_array_equal(minilm.stack([t, t], axis=1).numpy(), np.stack([x, x], 1))
     np.testing.assert_array_equal(t[:, 1:, ::2].numpy(), x[:, 1:, ::2])
+
+
+def test_softmax_of_an_all_minus_inf_row_is_zeros_with_zero_gradient():
+    """Attention masks a query that may see no key with -inf everywhere: its weights are 0, never NaN."""
+    x = Tensor(np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf]]), requires_grad=True)
+    y = x.softmax(axis=-1)
+    e = np.exp([0.0, 1.0])
+    np.testing.assert_allclose(y.numpy(), [[e[0] / e.sum(), 0.0, e[1] / e.sum()], [0.0, 0.0, 0.0]])
+    (y * Tensor(np.arange(6.0).reshape(2, 3))).sum().backward()
+    assert np.isfinite(x.grad).all() and not x.grad[1].any()
