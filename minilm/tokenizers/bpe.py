@@ -28,7 +28,7 @@ import re
 from typing import Iterable
 
 from .bpe_train import GPT2_LIKE_SPLIT_PATTERN, count_words, learn_merges, merge_pair
-from .json_file import JsonFile
+from .json_file import JsonFile, short_repr
 from .special_split import split_on_specials
 
 _CACHE_LIMIT = 200_000  # distinct pre-tokens kept in the encode cache before it is cleared
@@ -37,13 +37,6 @@ _CACHE_LIMIT = 200_000  # distinct pre-tokens kept in the encode cache before it
 # hold a few MB of token bytes at most; more than this means a corrupted or hostile file.
 _MAX_TOKEN_BYTES_TOTAL = 64 << 20
 _SPLIT_RE = re.compile(GPT2_LIKE_SPLIT_PATTERN)
-_FILE_KEYS = {"type", "version", "merges", "special_tokens", "pattern"}
-
-
-def _short(value, limit: int = 60) -> str:
-    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ByteLevelBPE(JsonFile):
@@ -222,32 +215,21 @@ class ByteLevelBPE(JsonFile):
         def bad(field: str, what: str):
             return ValueError(f"ByteLevelBPE: {source}: field {field!r}: {what}")
 
-        if not isinstance(data, dict):
-            raise ValueError(f"ByteLevelBPE: {source} must hold a JSON object, got {type(data).__name__}")
-        if data.get("type") != cls.type_name:
-            raise bad("type", f"got {_short(data.get('type'))}, expected {cls.type_name!r}")
-        unknown = sorted(str(k) for k in set(data) - _FILE_KEYS)
-        if unknown:
-            raise ValueError(f"ByteLevelBPE: {source} has unknown fields {unknown} (known: {sorted(_FILE_KEYS)})")
-        version = data.get("version", 1)
-        if type(version) is not int or version != 1:
-            raise bad("version", f"got {_short(version)}; this minilm reads version 1")
-        for key in ("merges", "special_tokens"):
-            if key not in data:
-                raise ValueError(f"ByteLevelBPE: {source} has no {key!r} field")
+        cls.check_file_fields(data, source, fields={"merges", "special_tokens", "pattern"},
+                              required=("merges", "special_tokens"))
         merges = data["merges"]
         if not isinstance(merges, list):
-            raise bad("merges", f"must be a list of [a, b] id pairs, got {_short(merges)}")
+            raise bad("merges", f"must be a list of [a, b] id pairs, got {short_repr(merges)}")
         for k, pair in enumerate(merges):
             if (not isinstance(pair, list) or len(pair) != 2
                     or not all(type(x) is int and 0 <= x < 256 + k for x in pair)):
                 raise bad("merges", f"merge {k} must be a pair [a, b] of ids defined before {256 + k} "
-                                    f"(0 <= id < {256 + k}), got {_short(pair)}")
+                                    f"(0 <= id < {256 + k}), got {short_repr(pair)}")
         specials = data["special_tokens"]
         if not isinstance(specials, list) or not all(isinstance(t, str) and t for t in specials):
-            raise bad("special_tokens", f"must be a list of non-empty strings, got {_short(specials)}")
+            raise bad("special_tokens", f"must be a list of non-empty strings, got {short_repr(specials)}")
         if len(set(specials)) != len(specials):
-            raise bad("special_tokens", f"a token appears twice in {_short(specials)}")
+            raise bad("special_tokens", f"a token appears twice in {short_repr(specials)}")
         if "pattern" in data and data["pattern"] != GPT2_LIKE_SPLIT_PATTERN:
             # Never compile a regex from a file (see the module docstring).
             raise bad("pattern", "differs from the built-in pre-tokenizer; minilm does not read a regex "

@@ -15,15 +15,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .json_file import JsonFile
+from .json_file import JsonFile, short_repr
 
 _MAX_REPORTED = 10  # how many unknown characters an error message lists
-
-
-def _short(value, limit: int = 60) -> str:
-    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe_char(c: str) -> str:
@@ -104,25 +98,13 @@ class CharTokenizer(JsonFile):
     def from_dict(cls, data: dict, source: str = "<dict>") -> "CharTokenizer":
         """Rebuild a tokenizer from ``to_dict()`` output; a bad field raises ValueError naming
         ``source`` and the field. ``chars`` may be a list of characters or one string."""
-        if not isinstance(data, dict):
-            raise ValueError(f"CharTokenizer: {source} must hold a JSON object, got {type(data).__name__}")
-        if data.get("type") != cls.type_name:
-            raise ValueError(f"CharTokenizer: {source}: field 'type' is {_short(data.get('type'))}, "
-                             f"expected {cls.type_name!r}")
-        unknown = sorted(str(k) for k in set(data) - {"type", "version", "chars"})
-        if unknown:
-            raise ValueError(f"CharTokenizer: {source} has unknown fields {unknown} (known: chars, type, version)")
-        version = data.get("version", 1)
-        if type(version) is not int or version != 1:
-            raise ValueError(f"CharTokenizer: {source}: field 'version' is {_short(version)}; this minilm reads version 1")
-        if "chars" not in data:
-            raise ValueError(f"CharTokenizer: {source} has no 'chars' field")
+        cls.check_file_fields(data, source, fields={"chars"}, required=("chars",))
         chars = data["chars"]
         if isinstance(chars, str):
             chars = list(chars)
         if not isinstance(chars, list) or not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise ValueError(f"CharTokenizer: {source}: field 'chars' must be a non-empty list of single "
-                             f"characters, got {_short(data['chars'])}")
+                             f"characters, got {short_repr(data['chars'])}")
         if len(set(chars)) != len(chars):
             twice = sorted({c for c in chars if chars.count(c) > 1})[:_MAX_REPORTED]
             raise ValueError(f"CharTokenizer: {source}: field 'chars' repeats {''.join(twice)!r}; "

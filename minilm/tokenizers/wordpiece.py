@@ -21,17 +21,12 @@ from typing import Iterable, Sequence
 
 from .bert_basic import basic_tokenize
 from .bert_inputs import assemble, pad_rows, stack_rows
-from .json_file import JsonFile
+from .json_file import JsonFile, short_repr
 from .special_split import split_on_specials
 
 
 _CACHE_LIMIT = 200_000
 
-
-def _short(value, limit: int = 60) -> str:
-    """repr(value), cut to ``limit`` characters so an error about a huge field stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 # Hugging Face's WordPiece decoder glues a token to the previous one (no space) when
 # it starts with one of these ("a , b ." -> "a, b.").
@@ -259,24 +254,11 @@ class WordPieceTokenizer(JsonFile):
     def from_dict(cls, data: dict, source: str = "<dict>") -> "WordPieceTokenizer":
         """Rebuild a tokenizer from ``to_dict()`` output; a bad field raises ValueError naming
         ``source`` and the field."""
-        if not isinstance(data, dict):
-            raise ValueError(f"WordPieceTokenizer: {source} must hold a JSON object, got {type(data).__name__}")
-        if data.get("type") != cls.type_name:
-            raise ValueError(f"WordPieceTokenizer: {source}: field 'type' is {_short(data.get('type'))}, "
-                             f"expected {cls.type_name!r}")
-        unknown = sorted(str(k) for k in set(data) - set(cls._FIELDS) - {"type", "version", "vocab"})
-        if unknown:
-            raise ValueError(f"WordPieceTokenizer: {source} has unknown fields {unknown}")
-        version = data.get("version", 1)
-        if type(version) is not int or version != 1:
-            raise ValueError(f"WordPieceTokenizer: {source}: field 'version' is {_short(version)}; "
-                             "this minilm reads version 1")
-        if "vocab" not in data:
-            raise ValueError(f"WordPieceTokenizer: {source} has no 'vocab' field")
+        cls.check_file_fields(data, source, fields={"vocab", *cls._FIELDS}, required=("vocab",))
         vocab = data["vocab"]
         if not isinstance(vocab, list) or not vocab or not all(isinstance(t, str) for t in vocab):
             raise ValueError(f"WordPieceTokenizer: {source}: field 'vocab' must be a non-empty list of "
-                             f"strings, got {_short(vocab)}")
+                             f"strings, got {short_repr(vocab)}")
         options = {}
         for name, (types, what) in cls._FIELDS.items():
             if name not in data:
@@ -284,7 +266,7 @@ class WordPieceTokenizer(JsonFile):
             value = data[name]
             ok = type(value) in types and not (types == (int,) and value < 1)
             if not ok:
-                raise ValueError(f"WordPieceTokenizer: {source}: field {name!r} must be {what}, got {_short(value)}")
+                raise ValueError(f"WordPieceTokenizer: {source}: field {name!r} must be {what}, got {short_repr(value)}")
             options[name] = value
         return cls(vocab, source=source, **options)
 
