@@ -155,6 +155,30 @@ def test_dropout_backward_uses_the_same_mask(rng):
 def test_linear(rng):
     x, w, b = t64(rng, 2, 3, 4), t64(rng, 5, 4), t64(rng, 5)
     assert gradcheck(lambda v, ww, bb: F.linear(v, ww, bb), [x, w, b])
+    assert gradcheck(lambda v, ww: F.linear(v, ww), [t64(rng, 4), w])                 # 1-D input, no bias
+    np.testing.assert_allclose(F.linear(x, w, b).numpy(), x.numpy() @ w.numpy().T + b.numpy(), rtol=1e-12)
+
+
+def test_scatter_add_fast_paths_equal_np_add_at(rng):
+    """The sort + reduceat path (1-D row ids, repeated and negative) and the basic-index path give
+    exactly what np.add.at gives."""
+    from minilm.autograd.ops_shape import scatter_add
+    values = rng.standard_normal((40, 3))
+    for ids in (rng.integers(-7, 7, size=40), np.zeros(40, dtype=np.int64), np.arange(40) % 7):
+        fast, slow = np.zeros((7, 3)), np.zeros((7, 3))
+        scatter_add(np, fast, ids, values)
+        np.add.at(slow, ids, values)
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    fast, slow = np.zeros((7, 3)), np.zeros((7, 3))
+    scatter_add(np, fast, (slice(1, 5), slice(None)), values[:4])
+    np.add.at(slow, (slice(1, 5), slice(None)), values[:4])
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_getitem_with_repeated_rows_and_slices(rng):
+    x = t64(rng, 5, 4)
+    assert gradcheck(lambda v: v[np.array([0, 3, 3, -2, 1])] * 1.5, [x])
+    assert gradcheck(lambda v: v[1:4, ::2], [x])
 
 
 @pytest.mark.parametrize("causal", [False, True])

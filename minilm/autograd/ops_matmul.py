@@ -35,3 +35,35 @@ class MatMul(Function):
         ga = unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape)              # (..., M, K)
         gb = unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape)              # (..., K, N)
         return ga.reshape(a.shape), gb.reshape(b.shape)
+
+
+class Linear(Function):
+    """y = x W^T + b for x (..., in), W (out, in), b (out,): a Linear layer as one 2-D matrix product.
+
+    All leading axes are one batch of N = prod(...) rows, so the forward is a
+    single (N, in) @ (in, out) GEMM instead of a batched matmul, and so is
+    each gradient (g is dL/dy flattened to (N, out)):
+        dx = g W            (N, out) @ (out, in)
+        dW = g^T x          (out, N) @ (N, in): one GEMM, not one per batch element then a sum
+        db = sum over rows of g
+    """
+
+    def forward(self, x, weight, bias=None):
+        if weight.ndim != 2 or x.shape[-1] != weight.shape[1] or (bias is not None and bias.shape != weight.shape[:1]):
+            raise ValueError(f"linear: input {tuple(x.shape)}, weight {tuple(weight.shape)} and bias "
+                             f"{None if bias is None else tuple(bias.shape)} do not fit "
+                             f"(expected (..., in), (out, in), (out,))")
+        self.x2 = x.reshape(-1, x.shape[-1])                             # (..., in) -> (N, in)
+        self.x_shape, self.weight, self.has_bias = x.shape, weight, bias is not None
+        out = self.x2 @ weight.T                                         # (N, out)
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, g):
+        g2 = g.reshape(-1, g.shape[-1])                                  # (..., out) -> (N, out)
+        needs_x, needs_w, needs_b = self.needs_grad
+        dx = (g2 @ self.weight).reshape(self.x_shape) if needs_x else None
+        dw = g2.T @ self.x2 if needs_w else None
+        db = g2.sum(axis=0) if self.has_bias and needs_b else None
+        return dx, dw, db

@@ -31,9 +31,32 @@ class Permute(Function):
         return (g.transpose(np.argsort(self.axes)),)
 
 
+def _is_basic(index):
+    """True for an index made of ints and slices only: it reads each element at most once."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
+
+
 def scatter_add(xp, target, index, values):
-    """target[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add)."""
-    if xp is np:
+    """target[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add).
+
+    Two fast cases before the general one: a basic index (ints and slices,
+    as in split or x[:, -1]) touches each element once, so a plain += is
+    exact; a 1-D integer array of row ids (embedding backward, the hot case)
+    is summed by sorting the rows by id and adding each run with
+    np.add.reduceat, several times faster than np.add.at's one-row-at-a-time
+    loop. Both give the same sums (up to float addition order).
+    """
+    if _is_basic(index):
+        target[index] += values
+    elif xp is np and isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu" \
+            and values.ndim == target.ndim and len(index) > 0:
+        index = np.where(index < 0, index + target.shape[0], index)    # -1 and n-1 are the same row
+        order = np.argsort(index, kind="stable")                       # rows with the same id side by side
+        ids = index[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])      # where each id's run begins
+        target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)
+    elif xp is np:
         np.add.at(target, index, values)
     else:
         import cupyx                              # only reachable when CuPy is installed and in use

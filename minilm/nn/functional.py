@@ -13,7 +13,7 @@ reference ops themselves never look at the backend.
 """
 import numpy as np
 
-from minilm.autograd import ops_elementwise, ops_fused, ops_nn
+from minilm.autograd import ops_elementwise, ops_fused, ops_matmul, ops_nn
 from minilm.backend import array_module, get_kernel
 from minilm.nn import masks
 from minilm.random import default_generator
@@ -102,8 +102,7 @@ def embedding(ids, weight):
 
 def linear(x, weight, bias=None):
     """x @ weight^T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
-    out = x @ weight.T
-    return out + bias if bias is not None else out
+    return ops_matmul.Linear.apply(x, weight, bias)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
