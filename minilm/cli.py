@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from minilm.models.bert_config import PRESETS as BERT_PRESETS
 from minilm.models.gpt_config import PRESETS as GPT_PRESETS
 from minilm.pretrain import LIMITS, Limits, PretrainConfig, build_data, context_length, load_pretrained, load_text
 from minilm.pretrain import prepare
-from minilm.train import TrainingDiverged
+from minilm.train import TrainConfig, TrainingDiverged
 from minilm.viz import plot_loss_curves
 
 MAX_NEW_TOKENS = 100_000     # a cap on --max-new-tokens: beyond it a typo, not a wish (and hours of CPU)
@@ -57,6 +58,13 @@ def _number(kind, limits):
 
 _COUNT = _number(int, Limits(1))
 _SEED = _number(int, LIMITS["seed"])
+
+
+class _KeepHyphenatedNames(argparse.HelpFormatter):
+    """argparse's help layout, but a line never breaks inside a name such as bert-tiny."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class _Typed(argparse.Action):
@@ -103,10 +111,12 @@ HELP = {
 
 def _add_train_parser(sub):
     p = sub.add_parser("train", help="pretrain a GPT (next-token) or BERT (masked LM) on a corpus",
+                       formatter_class=_KeepHyphenatedNames,
                        description="Pretrain a model. Every option has a default; the run folder "
                                    "gets a checkpoint, the tokenizer, metrics.jsonl and loss.png.")
     p.set_defaults(typed=frozenset())
-    for f in dataclasses.fields(PretrainConfig):
+    training = {f.name for f in dataclasses.fields(TrainConfig)}     # listed after the model and data options
+    for f in sorted(dataclasses.fields(PretrainConfig), key=lambda f: f.name in training):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--out"] if f.name == "out_dir" else [flag]
         default = "auto" if f.name in ("preset", "tokenizer") else f.default

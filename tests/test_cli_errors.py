@@ -4,18 +4,29 @@ Most rows run in-process through `minilm.cli.main(argv)`; a few run `python -m m
 process, to prove the exit code and stderr a shell sees.
 """
 import errno
+import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import tracemalloc
 import urllib.error
 
 import pytest
 
 import minilm.cli as cli
+import minilm.generate as gen
 from minilm.cli import main
+from minilm.data import load_corpus
+from minilm.data.download import DownloadError, download
+from minilm.models.bert_config import PRESETS as BERT
+from minilm.models.gpt_config import PRESETS as GPT
+from minilm.pretrain import PretrainConfig, load_text
+from minilm.tokenizers.char import CharTokenizer
+from minilm.train import Trainer
 
 TEXT = ("Python is a programming language. The return statement ends a function. " * 30 + "\n") * 8
 TINY = ["--preset", "nano", "--n-layer", "1", "--n-embd", "24", "--n-head", "2", "--seq-len", "16",
@@ -118,7 +129,6 @@ def test_out_that_is_a_file_or_lies_under_one(corpus, tmp_path, capsys):
 
 def test_a_read_only_out_folder(corpus, tmp_path, capsys, monkeypatch):
     """Tests run as root, where chmod does not stop writes: the refusal the OS would give is injected."""
-    from minilm.tokenizers.char import CharTokenizer
 
     def refuse(self, path):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
@@ -130,9 +140,6 @@ def test_a_read_only_out_folder(corpus, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("where", ["tokenizer", "checkpoint"])
 def test_a_full_disk(corpus, tmp_path, capsys, monkeypatch, where):
-    from minilm.tokenizers.char import CharTokenizer
-    from minilm.train import Trainer
-
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -210,15 +217,11 @@ def test_info_without_a_run_and_the_presets(capsys):
     assert_one_line_error(rc, err, "--presets")
     rc, out, _ = run_main(["info", "--presets"], capsys)
     assert rc == 0
-    from minilm.models.bert_config import PRESETS as BERT
-    from minilm.models.gpt_config import PRESETS as GPT
     for name in [*GPT, *BERT]:
         assert f"  {name} " in out
 
 
 def test_help_names_only_presets_that_exist(capsys):
-    from minilm.models.bert_config import PRESETS as BERT
-    from minilm.models.gpt_config import PRESETS as GPT
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -266,7 +269,6 @@ def test_resume_refuses_the_options_typed_that_would_change_the_run(run_copy, co
 
 # ----- Ctrl-C -------------------------------------------------------------------------------------------
 def test_ctrl_c_keeps_the_text_generated_so_far(good_run, capsys, monkeypatch):
-    import minilm.generate as gen
     real, calls = gen.sample_next_token, []
 
     def interrupted_at_the_fifth(*args, **kwargs):
@@ -293,7 +295,6 @@ def test_ctrl_c_in_any_command_is_130(good_run, capsys, monkeypatch, command):
 
 # ----- inputs read only as far as needed ----------------------------------------------------------------
 def test_max_chars_reads_only_what_it_needs(tmp_path):
-    from minilm.data import load_corpus
     big = tmp_path / "big.txt"
     line = "é" + "abcdefghij" * 9 + "\n"                     # 101 characters, 102 bytes
     big.write_text(line * 200_000)                          # 20 MB
@@ -309,7 +310,6 @@ def test_max_chars_reads_only_what_it_needs(tmp_path):
         load_corpus(big, max_chars=-1)
 
     # the pretraining recipe (what `minilm train --max-chars` runs) reads no more than that either
-    from minilm.pretrain import PretrainConfig, load_text
     tracemalloc.start()
     try:
         text = load_text(PretrainConfig(corpus=str(big), max_chars=20_000))
@@ -320,10 +320,6 @@ def test_max_chars_reads_only_what_it_needs(tmp_path):
 
 
 def test_downloads_stop_at_max_bytes(tmp_path):
-    import http.server
-    import threading
-
-    from minilm.data.download import DownloadError, download
     sent = []
 
     class Endless(http.server.BaseHTTPRequestHandler):
@@ -380,7 +376,6 @@ def test_as_a_real_process(good_run, tmp_path):
 
 def test_ctrl_c_as_a_real_process_keeps_the_streamed_text(good_run, tmp_path):
     """SIGINT while generating: exit code 130, one line on stderr, the text so far on stdout."""
-    import signal
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen([sys.executable, "-m", "minilm.cli", "generate", str(good_run), "--prompt", "Py",
                                 "--max-new-tokens", str(cli.MAX_NEW_TOKENS)], stdout=subprocess.PIPE,

@@ -1,7 +1,9 @@
 """minilm.data corpora: Python's own texts, local files and folders, WordNet and fortunes (Debian)."""
 
 import os
+import sysconfig
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 
@@ -17,8 +19,6 @@ needs_fortunes = pytest.mark.skipif(not FORTUNES_DIR.is_dir(), reason="fortunes 
 
 
 def test_pydoc_is_deterministic_prose_in_sorted_topic_order():
-    from pydoc_data.topics import topics
-
     text = load_corpus("pydoc")
     assert text == load_corpus("pydoc") and len(text) > 100_000
     keys = sorted(topics)
@@ -28,8 +28,6 @@ def test_pydoc_is_deterministic_prose_in_sorted_topic_order():
 
 
 def test_stdlib_files_skip_tests_and_site_packages():
-    import sysconfig
-
     root = Path(sysconfig.get_paths()["stdlib"])
     files = _stdlib_files(root)
     rel = [f.relative_to(root).as_posix() for f in files]

@@ -2,12 +2,14 @@
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
 
 import minilm.io.safetensors as st
 from minilm.io.atomic import atomic_write_bytes, atomic_writer
+from minilm.io.atomic import atomic_folder
 from minilm.io.checkpoint import add_prefix, load_checkpoint, save_checkpoint, take_prefix
 
 
@@ -156,7 +158,6 @@ def test_temp_names_carry_the_writer_pid_so_dead_writers_can_be_told_apart(tmp_p
 
 def test_a_checkpoint_folder_replaced_with_atomic_folder_is_never_mixed(tmp_path):
     """The failure mode of two separate file writes (see test_torn_or_hand_edited_folder_is_detected) cannot occur."""
-    from minilm.io.atomic import atomic_folder
     _, tensors = make_state(0)
     with atomic_folder(tmp_path / "ckpt") as tmp:
         save_checkpoint(tmp, tensors, {"v": 1}, {"step": 1})
@@ -172,9 +173,7 @@ def test_a_checkpoint_folder_replaced_with_atomic_folder_is_never_mixed(tmp_path
 
 def test_a_reader_never_sees_a_mix_while_a_writer_replaces_the_folder(tmp_path):
     """`minilm generate` on a run that is still training: every load is one whole save."""
-    import threading
 
-    from minilm.io.atomic import atomic_folder
     target = tmp_path / "ckpt"
 
     def save(k):

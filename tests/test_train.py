@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 import minilm
+from minilm.autograd import no_grad
 from minilm.generate import generate
+from minilm.io import load_checkpoint, take_prefix
 from minilm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
 from minilm.pretrain import PretrainConfig, load_pretrained, prepare
+from minilm.sampling import sample_next_token
+from minilm.tokenizers import CharTokenizer
 from minilm.train import TrainingDiverged
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "A stitch in time saves nine.\n") * 40
@@ -193,7 +197,6 @@ def test_corrupted_checkpoint_and_config_mismatch_are_clear_errors(corpus, tmp_p
         load_pretrained(tmp_path / "run")
     weights.write_bytes(data)
     other = GPT(GPTConfig.preset("nano", vocab_size=5, n_layer=2, n_embd=24, n_head=2, block_size=16))
-    from minilm.io import load_checkpoint, take_prefix
     state = take_prefix("model.", load_checkpoint(tmp_path / "run" / "checkpoint").tensors)
     with pytest.raises(KeyError, match=r"wte.weight: checkpoint \(\d+, 24\) vs model \(5, 24\)"):
         other.load_state_dict(state)
@@ -211,7 +214,6 @@ def test_bad_corpora_and_lengths_are_clear_errors(tmp_path):
     model = GPT(GPTConfig.preset("nano", vocab_size=5, block_size=8))
     with pytest.raises(ValueError, match="8"):
         model(np.zeros((1, 9), dtype=np.int64))
-    from minilm.tokenizers import CharTokenizer
     with pytest.raises(ValueError, match="'z'"):
         CharTokenizer.from_text("abc").encode("abz")
 
@@ -224,7 +226,6 @@ def test_mlm_training_reports_accuracy_and_baseline(tmp_path, corpus):
     history = trainer.fit()
     final = history[-1]
     # the metrics equal an independent computation over the same validation batches
-    from minilm.autograd import no_grad
     mask_id, baseline = tok.token_to_id("[MASK]"), trainer.objective.baseline_token
     nll, n, right, base, at_mask, at_mask_right = 0.0, 0, 0, 0, 0, 0
     trainer.model.eval()
@@ -262,7 +263,6 @@ def test_kv_cache_generation_matches_the_no_cache_path():
     # past the context length generation slides a window: token t comes from tokens t-24 .. t-1
     long = generate(model, prompt, 30, temperature=0.9, rng=np.random.default_rng(3))
     assert long.shape == (2, 35)
-    from minilm.sampling import sample_next_token
     rng, want = np.random.default_rng(3), prompt.copy()
     for _ in range(30):
         logits = model(want[:, -24:]).numpy()[:, -1, :]

@@ -19,6 +19,7 @@ every parameter, AdamW not given Trainer.betas) fails at least one of them.
 """
 import io
 import math
+import time
 
 import numpy as np
 import pytest
@@ -251,7 +252,6 @@ class SpyObjective(AutoregressiveLM):
 def test_modes_eval_cadence_callbacks_and_throughput(tmp_path):
     """Training runs in train mode (dropout on), evaluation in eval mode; evaluations fall on
     multiples of eval_interval and on the last step; on_eval sees each; tokens/s is plausible."""
-    import time
     objective, seen = SpyObjective(), []
     batches = make_batches(4)
     model = new_model()

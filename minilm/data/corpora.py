@@ -27,6 +27,8 @@ import os
 import sysconfig
 from pathlib import Path
 
+from pydoc_data.topics import topics
+
 from minilm.data.download import REGISTRY, fetch
 from minilm.data.errors import CorpusNotInstalledError
 from minilm.data.wordnet import WORDNET_DIR, wordnet_text
@@ -43,8 +45,6 @@ def _join_documents(documents) -> str:
 
 def pydoc_text() -> str:
     """Python's interactive-help topics (the language reference in prose), topics in sorted key order."""
-    from pydoc_data.topics import topics
-
     return _join_documents(topics[key].strip("\n") for key in sorted(topics))
 
 
