@@ -146,23 +146,36 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the engines this many times in alternation and report the median round "
+                         "(on a shared machine, drift then hits every engine alike)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child[0], args.child[1], args.steps, args.warmup, args.threads)))
         return
+    # Every engine gets the same number of BLAS threads (and torch the same intra-op threads);
+    # Numba kernels run on one thread unless NUMBA_NUM_THREADS says otherwise (see minilm.backend).
+    env = dict(os.environ)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(args.threads)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}, {args.threads} BLAS/torch threads, median of {args.steps} steps"
+          f"{f', median of {args.rounds} alternating rounds' if args.rounds > 1 else ''}")
     print(f"{'config':<10} {'engine':<7} {'ms/step':>9} {'tokens/s':>10} {'peak MB':>8} {'vs numpy':>9} {'vs torch':>9}")
     for config in args.configs.split(","):
-        results = {}
-        for engine in args.engines.split(","):
-            cmd = [sys.executable, __file__, "--child", config, engine, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            if proc.returncode != 0:
-                reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-                print(f"{config:<10} {engine:<7} skipped: {reason[:80]}")
-                continue
-            results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+        rounds = {}
+        for _ in range(args.rounds):
+            for engine in args.engines.split(","):
+                cmd = [sys.executable, __file__, "--child", config, engine, "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                    print(f"{config:<10} {engine:<7} skipped: {reason[:80]}")
+                    continue
+                rounds.setdefault(engine, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results = {engine: sorted(rs, key=lambda r: r["ms"])[len(rs) // 2] for engine, rs in rounds.items()}
         for engine, r in results.items():
             vs_numpy = f"{r['tok_s'] / results['numpy']['tok_s']:.2f}x" if "numpy" in results else "-"
             vs_torch = f"{r['tok_s'] / results['torch']['tok_s']:.2f}x" if "torch" in results else "-"

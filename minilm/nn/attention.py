@@ -56,9 +56,11 @@ class KVCache:
         their gradient by being concatenated after them.
         """
         past = self.length
-        self.append(k.data, v.data)
+        k_all, v_all = self.append(k.data, v.data)
         if not past:
             return k, v
+        if not (k.requires_grad or v.requires_grad):                            # generation: no graph,
+            return Tensor._make(k_all), Tensor._make(v_all)                     # so no copy either
         k_all = cat([Tensor._make(self.k[:, :, :past]), k], axis=2)             # (B, nh, past + t, hs)
         v_all = cat([Tensor._make(self.v[:, :, :past]), v], axis=2)
         return k_all, v_all
