@@ -33,7 +33,7 @@ _calls = collections.Counter()      # kernel name -> calls since the last reset 
 def array_module(*arrays):
     """Return `cupy` if any argument is a CuPy array, else `numpy`."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        if type(a) is not np.ndarray and type(a).__module__.startswith("cupy"):  # the common case: one check
             return sys.modules["cupy"]
     return np
 
@@ -139,19 +139,24 @@ def get_backend():
 def get_kernel(name, *arrays):
     """The fast kernel `name` for these arrays, or None to use the reference op.
 
-    Only `minilm.nn.functional` asks this question: it is the one place where
-    reference and fused ops are chosen.
+    Only `minilm.nn.functional` asks this question (through kernel_pair): it is
+    the one place where reference and fused ops are chosen.
 
     A kernel is used only when the arrays live where the backend runs
     (NumPy arrays for "numba", CuPy arrays for "cuda") and are float32: the
     float64 path is kept for gradient checks against the exact reference.
     """
-    backend = get_backend()
-    if backend == "numpy":
+    kernels = _state["kernels"] if _state["name"] is not None else (get_backend() and _state["kernels"])
+    if not kernels:                                   # the "numpy" backend has none
         return None
-    on_gpu = any(is_cupy(a) for a in arrays)
-    if on_gpu != (backend == "cuda"):
-        return None
-    if any(getattr(a, "dtype", None) != np.float32 for a in arrays):
-        return None
-    return _state["kernels"].get(name)
+    on_gpu = _state["name"] == "cuda"
+    for a in arrays:
+        if getattr(a, "dtype", None) != np.float32 or is_cupy(a) != on_gpu:
+            return None
+    return kernels.get(name)
+
+
+def kernel_pair(name, *arrays):
+    """(name_forward, name_backward) kernels for these arrays, or None: see get_kernel."""
+    forward = get_kernel(f"{name}_forward", *arrays)
+    return None if forward is None else (forward, _state["kernels"][f"{name}_backward"])

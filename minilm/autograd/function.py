@@ -32,17 +32,17 @@ class Function:
     def apply(cls, *inputs, **options):
         from minilm.tensor import Tensor                  # minilm.tensor imports the ops, which import this
         tensors = [x if isinstance(x, Tensor) else None for x in inputs]
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        arrays = [x if t is None else t.data for x, t in zip(inputs, tensors)]
         op = cls()
-        op.xp = array_module(*[a for a in arrays if a is not None])
+        op.xp = array_module(*arrays)
         out = op.forward(*arrays, **options)
         if anomaly._state["enabled"]:           # detect_anomaly(): off by default, one check
             anomaly.check_forward(op, arrays, options, out)
-        requires_grad = is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
+        requires_grad = any(needs_grad) and is_grad_enabled()
         result = Tensor._make(out, requires_grad=requires_grad)
         if requires_grad:
-            op.inputs = tuple(tensors)
-            op.needs_grad = tuple(t is not None and t.requires_grad for t in tensors)
+            op.inputs, op.needs_grad = tuple(tensors), needs_grad
             result._ctx = op
         return result
 

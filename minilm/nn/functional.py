@@ -14,7 +14,7 @@ reference ops themselves never look at the backend.
 import numpy as np
 
 from minilm.autograd import ops_elementwise, ops_fused, ops_matmul, ops_nn
-from minilm.backend import array_module, get_kernel
+from minilm.backend import array_module, kernel_pair
 from minilm.nn import masks
 from minilm.random import default_generator
 from minilm.tensor import Tensor
@@ -24,11 +24,6 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-def _fast_kernels(name, *arrays):
-    """(forward, backward) kernels of the active backend for these arrays, or None for the reference."""
-    forward = get_kernel(f"{name}_forward", *arrays)
-    backward = get_kernel(f"{name}_backward", *arrays)
-    return (forward, backward) if forward is not None and backward is not None else None
 
 
 def relu(x):
@@ -39,7 +34,7 @@ def gelu(x, approximate="none"):
     """GELU(x) = x * Phi(x); approximate="tanh" uses GPT-2's tanh formula."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    kernels = _fast_kernels("gelu", _data(x))
+    kernels = kernel_pair("gelu", _data(x))
     if kernels is not None:
         return ops_fused.FusedGELU.apply(x, approximate=approximate, kernels=kernels)
     return ops_elementwise.GELU.apply(x, approximate=approximate)
@@ -67,7 +62,7 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {tuple(targets.shape)}")
     flat_logits = logits.reshape(-1, logits.shape[-1]) if logits.ndim != 2 else logits  # (..., V) -> (N, V)
-    kernels = _fast_kernels("cross_entropy", flat_logits.data) if label_smoothing == 0.0 else None
+    kernels = kernel_pair("cross_entropy", flat_logits.data) if label_smoothing == 0.0 else None
     if kernels is not None:
         return ops_fused.FusedCrossEntropy.apply(flat_logits, targets.reshape(-1), ignore_index=ignore_index,
                                                  kernels=kernels)
@@ -81,7 +76,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if c not in (x.shape[-1], (x.shape[-1],)):
         raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must equal the last "
                          f"dimension of the input of shape {x.shape} (only the last axis is supported)")
-    kernels = _fast_kernels("layer_norm", _data(x)) if weight is not None and bias is not None else None
+    kernels = kernel_pair("layer_norm", _data(x)) if weight is not None and bias is not None else None
     if kernels is not None:
         return ops_fused.FusedLayerNorm.apply(x, weight, bias, eps=eps, kernels=kernels)
     return ops_nn.LayerNorm.apply(x, weight, bias, eps=eps)
@@ -137,7 +132,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
     # The fused kernel applies causal and key-padding masks while it streams over the keys,
     # and never forms the probabilities: so it cannot return them or drop some of them out.
-    kernels = _fast_kernels("attention", qd, kd, vd)
+    kernels = kernel_pair("attention", qd, kd, vd)
     key_rows = None if mask is None else masks.key_padding_rows(mask, batch, tk)
     if kernels is not None and not return_weights and not (dropout_p and training) \
             and (mask is None or key_rows is not None):
