@@ -68,12 +68,12 @@ AREAS = {
 
 # Issue 15's named mutations: (area, file, original text, mutated text).
 NAMED = [
-    ("train", "minilm/train.py", "(loss * (1.0 / self.grad_accum)).backward()", "loss.backward()"),
+    ("train", "minilm/train.py", "(loss * (1.0 / self.config.grad_accum)).backward()", "loss.backward()"),
     ("train", "minilm/train.py", "(loss * (1.0 / len(batches))).backward()", "loss.backward()"),
-    ("train", "minilm/train.py", "clip_grad_norm_(self.model.parameters(), self.grad_clip)", "pass"),
-    ("train", "minilm/train.py", "lr = self.learning_rate(self.step + 1)", "lr = self.learning_rate(self.step)"),
-    ("train", "minilm/train.py", "groups = param_groups_for_weight_decay(model.named_parameters(), weight_decay)",
-     "groups = [{'params': list(model.parameters()), 'weight_decay': weight_decay}]"),
+    ("train", "minilm/train.py", "clip_grad_norm_(self.model.parameters(), self.config.grad_clip)", "pass"),
+    ("train", "minilm/train.py", "        self.scheduler.step()", "        pass"),
+    ("train", "minilm/train.py", "groups = param_groups_for_weight_decay(model.named_parameters(), config.weight_decay)",
+     "groups = [{'params': list(model.parameters()), 'weight_decay': config.weight_decay}]"),
     ("cli", "minilm/cli.py", "resume=args.resume", "resume=False"),
     ("generate", "minilm/generate.py", "idx[:, -block:]", "idx[:, :block]"),
     ("generate", "minilm/generate.py", "nxt = np.where(finished, eos_id, nxt)", "pass"),
