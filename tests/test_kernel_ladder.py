@@ -1,6 +1,6 @@
 """The attention ladder: every version of the CPU and CUDA attention kernels against one float64 reference.
 
-    CPU (Numba)   minilm.kernels.cpu.ATTENTION_VERSIONS   v1_rows, v2_online, v3_tiles
+    CPU (Numba)   minilm.kernels.cpu.ATTENTION_VERSIONS   v1_rows, v2_online, v3_tiles, v4_blas
     CUDA          minilm.kernels.cuda.attention_ladder    the same three, run here on the CPU emulator
                   of tests/cuda_emu (and on a real GPU when one is present: marked `gpu`)
 
@@ -26,6 +26,7 @@ from minilm.kernels.cuda import sources as cuda_sources
 
 HERE = Path(__file__).resolve().parent
 VERSIONS = ("v1_rows", "v2_online", "v3_tiles")
+CPU_VERSIONS = VERSIONS + ("v4_blas",)        # v4 hands the products to BLAS: a CPU idea only
 ATOL, RTOL = 2e-5, 1e-4  # float32 kernels with inputs ~ N(0, 1); measured errors are ~1e-6
 
 
@@ -103,14 +104,14 @@ def cpu():
     return importlib.import_module("minilm.kernels.cpu")
 
 
-def test_cpu_ladder_lists_three_versions_and_the_backend_uses_v3(cpu):
-    assert tuple(cpu.ATTENTION_VERSIONS) == VERSIONS
-    assert cpu.KERNELS["attention_forward"] is cpu.ATTENTION_VERSIONS["v3_tiles"][0]
-    assert cpu.KERNELS["attention_backward"] is cpu.ATTENTION_VERSIONS["v3_tiles"][1]
+def test_cpu_ladder_lists_its_versions_and_the_backend_uses_v4(cpu):
+    assert tuple(cpu.ATTENTION_VERSIONS) == CPU_VERSIONS
+    assert cpu.KERNELS["attention_forward"] is cpu.ATTENTION_VERSIONS["v4_blas"][0]
+    assert cpu.KERNELS["attention_backward"] is cpu.ATTENTION_VERSIONS["v4_blas"][1]
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", CPU_VERSIONS)
 def test_cpu_version_matches_reference(cpu, version, case):
     forward, backward = cpu.ATTENTION_VERSIONS[version]
     q, k, v, dout, key_mask = inputs(case)
@@ -120,7 +121,7 @@ def test_cpu_version_matches_reference(cpu, version, case):
     check((out, lse) + tuple(grads), case, "cpu " + version)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", CPU_VERSIONS)
 def test_cpu_version_checks_its_inputs(cpu, version):
     forward, backward = cpu.ATTENTION_VERSIONS[version]
     q = np.zeros((1, 2, 4, 8), np.float32)

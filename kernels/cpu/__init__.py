@@ -14,15 +14,17 @@ float64 raises TypeError -- float64 work such as gradient checks belongs to the 
 
 `KERNELS` maps those names to the functions (for a backend registry).
 
-Attention is also kept as a ladder of three versions with the same two signatures, each checked
+Attention is also kept as a ladder of versions with the same two signatures, each checked
 against the float64 reference in tests/test_kernel_ladder.py and timed side by side by
 benchmarks/bench_kernels.py.  `ATTENTION_VERSIONS[name] = (attention_forward, attention_backward)`:
 
     "v1_rows"    attention_v1_rows.py    the plain port: one query row at a time, the full softmax
     "v2_online"  attention_v2_online.py  one pass over the keys with the online softmax
     "v3_tiles"   attention.py (+ attention_blocks.py)  64 x 64 tiles, register blocking, log2 domain
+    "v4_blas"    attention_v4_blas.py    the products by BLAS GEMMs, the softmax and its gradient fused
+                                         in Numba between them (Tq x Tk scores per call: not for long contexts)
 
-KERNELS uses the fastest, v3 (measured: benchmarks/results/kernel_ladder.txt).  Importing this package
+KERNELS uses the fastest, v4 (measured: benchmarks/results/kernel_ladder.txt; v3 before v4 existed).  Importing this package
 compiles nothing; each kernel compiles on its first call (about a second, or tens of milliseconds
 when Numba's on-disk cache already holds it).  `warmup()` compiles them all on tiny inputs.
 `poisoned_outputs()` is a debugging aid: outputs allocated inside it start as NaN, so an element a
@@ -32,7 +34,9 @@ import numpy as np
 
 from ._alloc import poisoned_outputs
 from . import attention_v1_rows, attention_v2_online
-from .attention import attention_backward, attention_forward
+from .attention import attention_backward as attention_v3_backward
+from .attention import attention_forward as attention_v3_forward
+from .attention_v4_blas import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .gelu import gelu_backward, gelu_forward
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -51,7 +55,8 @@ KERNELS = {
 ATTENTION_VERSIONS = {
     "v1_rows": (attention_v1_rows.attention_forward, attention_v1_rows.attention_backward),
     "v2_online": (attention_v2_online.attention_forward, attention_v2_online.attention_backward),
-    "v3_tiles": (attention_forward, attention_backward),
+    "v3_tiles": (attention_v3_forward, attention_v3_backward),
+    "v4_blas": (attention_forward, attention_backward),
 }
 
 __all__ = sorted(KERNELS) + ["ATTENTION_VERSIONS", "KERNELS", "poisoned_outputs", "warmup"]
