@@ -5,8 +5,10 @@
     draw_block(norm_first=False)      # chapter 05: the post-LN block (norm_first=True: pre-LN)
     draw_training_loop()              # chapter 06: where the data goes in one training run
 
-Each function returns a `matplotlib.figure.Figure` (made without pyplot, so a notebook shows it
-once, as the cell's value) or, given `ax`, draws into that Axes and returns its figure. The boxes
+Each function returns a `matplotlib.figure.Figure`, made without pyplot so that it never piles up in
+pyplot's list of open figures; a notebook shows it as the cell's value once its inline backend is
+active (after the first pyplot plot). Given `ax`, a function draws into that Axes instead and returns
+its figure, e.g. two blocks side by side in `plt.subplots(1, 2)`. The boxes
 name the attributes of the real modules (`in_proj`, `out_proj`, `norm1`, `ff`, ...), so a diagram
 can be read next to the code. matplotlib is imported only when a function is called: the library
 itself never needs it.
