@@ -38,8 +38,6 @@ def test_chapter_exercises_have_a_solutions_notebook(path):
     if "## Exercises" not in text:
         pytest.skip("no exercises")
     solutions = ROOT / "tutorials" / "solutions" / f"{path.stem}_solutions.ipynb"
-    if not solutions.exists() and path.name.startswith("09"):
-        pytest.skip("chapter 09's solutions are not written yet")
     assert solutions.exists(), f"{path.name} has exercises but no {solutions.relative_to(ROOT)}"
     sol_text = "".join("".join(c["source"]) for c in json.loads(solutions.read_text())["cells"])
     n_exercises = len(re.findall(r"^\d+\. ", text.split("## Exercises", 1)[1], flags=re.M))
