@@ -79,3 +79,13 @@ def test_eval_batches_cover_the_array_in_order():
     again = list(iter_eval_batches(tokens, 10, 4))
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
     assert len(list(iter_eval_batches(tokens, 10, 4, max_batches=2))) == 2
+
+
+def test_a_limited_evaluation_spreads_its_windows_over_the_whole_split():
+    tokens = np.arange(1001, dtype=np.uint16)                     # 100 windows of 10
+    batches = list(iter_eval_batches(tokens, seq_len=10, batch_size=4, max_batches=2))
+    firsts = np.concatenate([x[:, 0] for x, _ in batches]) // 10  # window numbers
+    assert firsts.tolist() == [0, 14, 28, 42, 57, 71, 85, 99]     # evenly spaced, first and last included
+    for x, y in batches:
+        assert np.array_equal(y[:, :-1], x[:, 1:])                # still next-token pairs
+    assert len(list(iter_eval_batches(tokens, 10, 4, max_batches=100))) == 25   # more than exist: all

@@ -111,16 +111,20 @@ def iter_eval_batches(
     one boundary token and every token after the first is a target exactly once,
     up to the last (len - 1) % T tokens, which do not fill a window and are not
     scored. The last batch may hold fewer than ``batch_size`` windows.
-    ``max_batches`` stops early (the first batches, always the same ones).
+    ``max_batches`` evaluates only max_batches * batch_size windows, spread
+    evenly over the whole split (always the same ones): the first windows alone
+    would measure one stretch of the text (in pydoc, the first 20 batches read
+    0.13 nats harder than the whole split).
     """
     tokens = _check_tokens(tokens, seq_len, batch_size, "iter_eval_batches")
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"iter_eval_batches: max_batches must be >= 1 or None, got {max_batches}")
     n_windows = (tokens.size - 1) // seq_len
+    chosen = np.arange(n_windows)  # window numbers
+    if max_batches is not None and max_batches * batch_size < n_windows:
+        chosen = np.linspace(0, n_windows - 1, max_batches * batch_size).round().astype(np.int64)
     offsets = np.arange(seq_len + 1)  # (T+1,)
-    for i, first in enumerate(range(0, n_windows, batch_size)):
-        if max_batches is not None and i >= max_batches:
-            return
-        starts = np.arange(first, min(first + batch_size, n_windows)) * seq_len  # (b,)
+    for first in range(0, len(chosen), batch_size):
+        starts = chosen[first:first + batch_size] * seq_len  # (b,)
         windows = tokens[starts[:, None] + offsets].astype(np.int64)  # (b,) -> (b, T+1)
         yield windows[:, :-1], windows[:, 1:]  # (b, T), (b, T)
