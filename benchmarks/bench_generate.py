@@ -64,6 +64,14 @@ def torch_generator(model, threads):
         x = TF.layer_norm(x, (c,), w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
         return x[:, -1] @ w["wte.weight"].T
 
+    def check_against(prompt):
+        """Largest |logit difference| between this PyTorch forward and minilm's, on the prompt."""
+        with torch.no_grad():
+            theirs = forward(torch.from_numpy(prompt), [None] * cfg.n_layer).numpy()
+        with minilm.no_grad():
+            ours = model(prompt).numpy()[:, -1]
+        return float(np.abs(theirs - ours).max())
+
     def tokens_per_second_torch(prompt, n_new, repeats):
         times = []
         for _ in range(repeats):
@@ -75,6 +83,7 @@ def torch_generator(model, threads):
                     logits = forward(logits.argmax(-1, keepdim=True), caches)
             times.append(time.perf_counter() - start)
         return n_new / statistics.median(times)
+    tokens_per_second_torch.check_against = check_against
     return tokens_per_second_torch
 
 
@@ -109,6 +118,8 @@ def main():
     except ImportError:
         torch_rate = None
         print("(PyTorch not installed: no PyTorch column)", file=sys.stderr)
+    if torch_rate is not None:
+        print(f"(PyTorch's logits differ from minilm's by at most {torch_rate.check_against(rows[0][1]):.1e})")
     print(f"{'context':>8} {'no cache tok/s':>15} {'KV cache tok/s':>15} {'speedup':>8} "
           f"{'torch cache tok/s':>18} {'vs torch':>9}")
     for c, prompt, slow, fast in rows:
