@@ -24,8 +24,6 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-
-
 def relu(x):
     return ops_elementwise.ReLU.apply(x)
 
@@ -130,8 +128,9 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
             raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean "
                             f"(True = may attend), got dtype {mask.dtype}")
 
-    # The fused kernel applies causal and key-padding masks while it streams over the keys,
-    # and never forms the probabilities: so it cannot return them or drop some of them out.
+    # The fused kernels apply the causal and key-padding masks themselves and never keep the
+    # probabilities, so they cannot return them or drop some of them out: other masks, weights
+    # for plotting and attention dropout take the reference path below.
     kernels = kernel_pair("attention", qd, kd, vd)
     key_rows = None if mask is None else masks.key_padding_rows(mask, batch, tk)
     if kernels is not None and not return_weights and not (dropout_p and training) \
