@@ -8,6 +8,7 @@ from minilm.data.mlm_batches import MLMBatcher
 from minilm.data.mlm_masking import mask_tokens
 from minilm.data.split import split_text
 from minilm.data.token_arrays import cached_token_array, encode_to_array, token_cache_key
+from minilm.data.wn_noun10 import LabelledTexts, load_wn_noun10
 from minilm.data.wordnet import LEXNAMES, Synset, read_synsets, wordnet_text
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "read_text_path",
     "read_synsets",
     "wordnet_text",
+    "load_wn_noun10",
+    "LabelledTexts",
     "Synset",
     "LEXNAMES",
     "CorpusNotInstalledError",

@@ -304,7 +304,8 @@ def bert_config_from_hf(hf):
 
 def load_bert_model(cls, folder, add_pooling_layer=None, generator=None):
     """BertModel.from_pretrained: a BertModel folder, or one with "bert."-prefixed names whose
-    "cls." heads are then left out with a warning. The pooler is built when the checkpoint has one."""
+    "cls." heads are then left out with a warning. The pooler is built when the checkpoint has one,
+    unless add_pooling_layer=False (its weights are then not loaded)."""
     where = f"BertModel.from_pretrained({folder})"
     hf_config, state = read_folder(folder, "BertModel.from_pretrained")
     if any(k.startswith("bert.") for k in state):
@@ -315,6 +316,8 @@ def load_bert_model(cls, folder, add_pooling_layer=None, generator=None):
         state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
     if add_pooling_layer is None:
         add_pooling_layer = any(k.startswith("pooler.") for k in state)
+    elif not add_pooling_layer:                      # asked for no pooler: its weights are not needed
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
     model = cls(bert_config_from_hf(hf_config), add_pooling_layer=add_pooling_layer, generator=generator)
     return load_into(model, state, where)
 
