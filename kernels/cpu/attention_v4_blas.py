@@ -32,7 +32,7 @@ from numba import prange
 from . import _alloc
 from ._jit import kernel
 from .approx import exp
-from .attention_blocks import NEG_INF, check_attention_inputs, check_backward_inputs
+from .attention_blocks import NEG_INF, check_attention_inputs, check_backward_inputs, visible_keys
 
 _ZERO = np.float32(0.0)
 ROWS_PER_BLOCK = 64       # query rows per GEMM block (see _row_blocks)
@@ -46,9 +46,7 @@ def _softmax_rows_kernel(s, key_bias, n_heads, causal, scale, offset, row0, lse)
     for task in prange(BH * R):
         bh, r = task // R, task % R
         b = bh // n_heads
-        n = Tk
-        if causal:
-            n = max(0, min(Tk, row0 + r + offset + 1))  # keys j < n are visible
+        n = visible_keys(row0 + r, 0, Tk, causal, offset)  # keys j < n are visible
         m = NEG_INF
         for j in range(n):
             t = s[bh, r, j] * scale + key_bias[b, j]
@@ -81,9 +79,7 @@ def _score_grads_kernel(s, dp, key_bias, n_heads, causal, scale, offset, row0, l
     for task in prange(BH * R):
         bh, r = task // R, task % R
         b = bh // n_heads
-        n = Tk
-        if causal:
-            n = max(0, min(Tk, row0 + r + offset + 1))
+        n = visible_keys(row0 + r, 0, Tk, causal, offset)
         row_lse = lse[bh, r]
         if row_lse == NEG_INF:
             n = 0
