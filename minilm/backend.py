@@ -146,7 +146,9 @@ def get_kernel(name, *arrays):
     (NumPy arrays for "numba", CuPy arrays for "cuda") and are float32: the
     float64 path is kept for gradient checks against the exact reference.
     """
-    kernels = _state["kernels"] if _state["name"] is not None else (get_backend() and _state["kernels"])
+    if _state["name"] is None:
+        get_backend()                                 # choose the default on first use
+    kernels = _state["kernels"]
     if not kernels:                                   # the "numpy" backend has none
         return None
     on_gpu = _state["name"] == "cuda"

@@ -207,6 +207,9 @@ def test_bad_state_dicts_name_the_key():
         model.load_state_dict(dict(hf_state, **{"lm_head.weight": good["wte.weight"] + 1}))
     with pytest.raises(KeyError, match="missing keys: blocks.1.norm2.bias"):
         model.load_state_dict({k: v for k, v in hf_state.items() if k != "transformer.h.1.ln_2.bias"})
+    bare = {k.removeprefix("transformer."): v for k, v in hf_state.items()}     # GPT2Model names, as on the hub
+    with pytest.raises(ValueError, match="'lm_head.weight' differs from 'wte.weight'"):
+        model.load_state_dict(dict(bare, **{"lm_head.weight": good["wte.weight"] + 1}))
 
 
 def test_weight_tying_is_one_parameter_and_gradients_add_up():

@@ -134,8 +134,8 @@ def gpt2_state_dict_to_ours(state):
     """
     if not _is_gpt2_naming(state):
         return state
-    state = pop_tied_copy(state, "lm_head.weight", "transformer.wte.weight", "GPT.load_state_dict")
-    state = pop_tied_copy(state, "lm_head.weight", "wte.weight", "GPT.load_state_dict")
+    token_table = "transformer.wte.weight" if "transformer.wte.weight" in state else "wte.weight"
+    state = pop_tied_copy(state, "lm_head.weight", token_table, "GPT.load_state_dict")
     out = {}
     for key, value in state.items():
         bare = key[len("transformer."):] if key.startswith("transformer.") else key
