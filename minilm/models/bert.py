@@ -52,16 +52,20 @@ class BertEmbeddings(Module):
         self.norm = LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob, generator)
 
-    def forward(self, input_ids, token_type_ids):
+    def forward(self, input_ids, token_type_ids, inputs_embeds=None):
+        """inputs_embeds (B, T, H), if given, replaces word[ids]: a soft prompt is spliced in that way."""
         cfg = self.config
-        t = input_ids.shape[1]
+        t = token_type_ids.shape[1]
         if t > cfg.max_position_embeddings:
             raise ValueError(f"BertModel.forward: sequence length {t} exceeds max_position_embeddings "
                              f"{cfg.max_position_embeddings}")
-        check_id_range(input_ids, cfg.vocab_size, "BertModel.forward", "input_ids")
         check_id_range(token_type_ids, cfg.type_vocab_size, "BertModel.forward", "token_type_ids",
                        "token types")
-        x = self.word_embeddings(input_ids)                                     # (B, T) -> (B, T, H)
+        if inputs_embeds is None:
+            check_id_range(input_ids, cfg.vocab_size, "BertModel.forward", "input_ids")
+            x = self.word_embeddings(input_ids)                                 # (B, T) -> (B, T, H)
+        else:
+            x = inputs_embeds                                                   # (B, T, H)
         x = x + self.position_embeddings(np.arange(t))                          # + (T, H)
         x = x + self.token_type_embeddings(token_type_ids)                      # + (B, T, H)
         return self.dropout(self.norm(x))
@@ -78,7 +82,8 @@ class BertModel(Module):
 
     forward(input_ids, attention_mask=None, token_type_ids=None) returns
     BertModelOutput(last_hidden_state (B, T, H), pooler_output (B, H), attentions),
-    a tuple. attention_mask (B, T): 1 = real token, 0 = padding; padded
+    a tuple. inputs_embeds=(B, T, H) instead of input_ids feeds vectors in place of
+    the word embeddings (prompt tuning uses it). attention_mask (B, T): 1 = real token, 0 = padding; padded
     positions are never attended, so they cannot change the outputs at real
     positions (their own outputs are meaningless). token_type_ids default 0.
     Initialised as Hugging Face does: weights ~ N(0, 0.02^2), biases 0,
@@ -104,17 +109,27 @@ class BertModel(Module):
         if 0 <= config.pad_token_id < config.vocab_size:
             self.embeddings.word_embeddings.weight.data[config.pad_token_id] = 0.0  # HF zeroes the [PAD] row
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False):
-        ids = as_token_ids(input_ids, "BertModel.forward", "input_ids")
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=False,
+                inputs_embeds=None):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("BertModel.forward: give exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            ids = as_token_ids(input_ids, "BertModel.forward", "input_ids")
+            shape = ids.shape
+        else:
+            ids, shape = None, tuple(inputs_embeds.shape[:2])
+            if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != self.config.hidden_size:
+                raise ValueError(f"BertModel.forward: inputs_embeds of shape {tuple(inputs_embeds.shape)} must be "
+                                 f"(batch, time, {self.config.hidden_size})")
         if token_type_ids is None:
-            types = np.zeros_like(ids)
+            types = np.zeros(shape, np.int64)
         else:
             types = as_token_ids(token_type_ids, "BertModel.forward", "token_type_ids")
-            if types.shape != ids.shape:
+            if types.shape != shape:
                 raise ValueError(f"BertModel.forward: token_type_ids of shape {tuple(types.shape)} must "
-                                 f"match input_ids {tuple(ids.shape)}")
-        mask = masks.padding_mask(attention_mask, ids.shape, "BertModel.forward")  # (B, 1, 1, T) or None
-        x = self.embeddings(ids, types)                                         # (B, T, H)
+                                 f"match the input's {tuple(shape)}")
+        mask = masks.padding_mask(attention_mask, shape, "BertModel.forward")   # (B, 1, 1, T) or None
+        x = self.embeddings(ids, types, inputs_embeds)                          # (B, T, H)
         attentions = [] if output_attentions else None
         for block in self.blocks:
             if output_attentions:

@@ -1,0 +1,107 @@
+"""Every transfer method on WN-noun-10, several seeds: accuracy, trainable parameters, wall time.
+
+    python benchmarks/bench_transfer.py                      # 6 methods x seeds 0 1 2 (about 70 min on 2 cores)
+    python benchmarks/bench_transfer.py --methods lora --seeds 0
+    python benchmarks/bench_transfer.py --table              # print the table and redraw the plot only
+
+Each finished run is appended to benchmarks/results/transfer_runs.jsonl as it ends (a long
+sweep can be stopped and continued: a (method, seed) already there is skipped), then the table
+(mean and spread over seeds) is printed and benchmarks/results/transfer.png drawn: test accuracy
+against trainable parameters (log scale) and against wall time. 10% of the training split is
+held out for choices; the test split is scored once per run, at its end.
+Threads: pin them (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS) and run nothing else meanwhile.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minilm.transfer import METHODS, FinetuneConfig, load_task, run_transfer  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "transfer_runs.jsonl"
+PLOT = ROOT / "benchmarks" / "results" / "transfer.png"
+FLOORS = {"zeroshot": 0.47, "features": 0.80, "partial": 0.85, "full": 0.87, "prompt": 0.84, "lora": 0.84}
+
+
+def load_runs(path=RESULTS):
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarise(runs):
+    """{method: {mean, std, n, trainable_params, seconds}} over seeds."""
+    out = {}
+    for method in METHODS:
+        rows = [r for r in runs if r["method"] == method]
+        if not rows:
+            continue
+        acc = np.array([r["test_accuracy"] for r in rows])
+        out[method] = {"mean": float(acc.mean()), "std": float(acc.std()), "n": len(rows),
+                       "seeds": [r["seed"] for r in rows], "trainable_params": rows[0]["trainable_params"],
+                       "seconds": float(np.median([r["seconds"] for r in rows])),
+                       "val": float(np.mean([r["val_accuracy"] for r in rows if r["val_accuracy"] is not None] or [0]))}
+    return out
+
+
+def print_table(summary):
+    print(f"{'method':<10} {'test acc (mean ± sd)':>22} {'seeds':>6} {'floor':>6} {'trainable':>12} "
+          f"{'seconds':>8} {'val acc':>8}")
+    for method, s in summary.items():
+        print(f"{method:<10} {s['mean']:>14.4f} ± {s['std']:.4f} {s['n']:>6} {FLOORS[method]:>6.2f} "
+              f"{s['trainable_params']:>12,} {s['seconds']:>8.0f} {s['val']:>8.4f}")
+
+
+def plot(summary, path=PLOT):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, s in summary.items():
+        x_params = max(s["trainable_params"], 1)
+        for ax, x in zip(axes, (x_params, max(s["seconds"], 0.1))):
+            ax.errorbar([x], [s["mean"]], yerr=[s["std"]], fmt="o", capsize=3)
+            ax.annotate(method, (x, s["mean"]), textcoords="offset points", xytext=(5, -12))
+    axes[0].set(xscale="log", xlabel="trainable parameters (log; zero-shot drawn at 1)", ylabel="test accuracy")
+    axes[1].set(xscale="log", xlabel="training seconds, 2 cores (log)")
+    fig.suptitle("WN-noun-10 on all-MiniLM-L6-v2: accuracy against cost (mean ± sd over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--table", action="store_true", help="only print the table and redraw the plot")
+    ap.add_argument("--cache", default=str(ROOT / ".cache" / "features"), help="feature cache folder")
+    args = ap.parse_args()
+    if not args.table:
+        task = load_task("wn-noun-10")
+        done = {(r["method"], r["seed"]) for r in load_runs()}
+        for seed in args.seeds:
+            for method in args.methods:
+                if (method, seed) in done:
+                    continue
+                print(f"--- {method} seed {seed}", flush=True)
+                res = run_transfer(task, FinetuneConfig(method=method, seed=seed), cache_dir=args.cache,
+                                   on_epoch=lambda row: print("   ", row, flush=True))
+                print(f"    test accuracy {res['test_accuracy']:.4f}  ({res['seconds']:.0f} s)", flush=True)
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                with open(RESULTS, "a") as f:
+                    f.write(json.dumps(res) + "\n")
+    summary = summarise(load_runs())
+    print_table(summary)
+    if summary:
+        plot(summary)
+        (RESULTS.parent / "transfer_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
