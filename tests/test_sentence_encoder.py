@@ -78,3 +78,15 @@ def test_wn_noun10_splits_are_balanced_and_disjoint():
     assert all(isinstance(t, str) and t.strip() for t in train.texts + test.texts)
     with pytest.raises(ValueError, match="split must be"):
         load_wn_noun10("validation")
+
+
+def test_encode_runs_without_dropout_even_on_a_model_in_training_mode():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.5)
+    encoder = SentenceEncoder(BertModel(config, add_pooling_layer=False, generator=np.random.default_rng(0)),
+                              WordPieceTokenizer(vocab))
+    first = encoder.encode(["the cat sat"])
+    encoder.model.train()                                 # e.g. a classifier sharing the model is training
+    np.testing.assert_array_equal(encoder.encode(["the cat sat"]), first)
+    assert encoder.model.training                         # and its mode is given back

@@ -84,6 +84,8 @@ class SentenceEncoder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         n_batches = -(-len(texts) // batch_size)
         bar = ProgressBar(n_batches, every=10) if (progress or (progress is None and n_batches > 10)) else None
+        was_training = self.model.training
+        self.model.eval()                      # no dropout, even if a classifier sharing the model is training
         with minilm.no_grad():
             for b, first in enumerate(range(0, len(texts), batch_size)):
                 rows = order[first:first + batch_size]
@@ -94,6 +96,7 @@ class SentenceEncoder:
                 out[rows] = mean_pool(hidden, inputs["attention_mask"])
                 if bar is not None:
                     bar.update(b + 1, texts=min(first + batch_size, len(texts)))
+        self.model.train(was_training)
         if bar is not None:
             bar.close()
         if normalize:

@@ -111,7 +111,7 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
     train = encode_texts(tokenizer, [task.train_texts[i] for i in kept], task.train_labels[kept], config.max_length)
     val = encode_texts(tokenizer, [task.train_texts[i] for i in held], task.train_labels[held], config.max_length)
     test = encode_texts(tokenizer, task.test_texts, task.test_labels, config.max_length)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if config.method == "zeroshot":
         zero_shot_head(model, tokenizer, task.classes, max_length=config.max_length)
         history = None
@@ -124,7 +124,7 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
     else:
         history = train_classifier(model, train, config, pad, val=val if len(held) else None,
                                    progress=progress, on_epoch=on_epoch)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     test_logits = predict_logits(model, test, pad)
     results = {
         "method": config.method, "task": task.name, "seed": config.seed,
@@ -133,7 +133,8 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
         (accuracy(predict_logits(model, val, pad), val.labels) if len(held) else None),
         "trainable_params": 0 if config.method == "zeroshot" else count_parameters(model, trainable_only=True),
         "total_params": count_parameters(model),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 2),           # wall time of training (features: + computing them)
+        "cpu_seconds": round(cpu_seconds, 2),   # CPU time of this process: on a busy machine, the steadier one
         "train_examples": len(kept), "val_examples": len(held), "test_examples": len(test.ids),
         "config": dataclasses.asdict(config),
         "epochs": history.epochs if history else [],
