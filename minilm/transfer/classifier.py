@@ -98,14 +98,8 @@ class SequenceClassifier(Module):
 
 
 def count_parameters(model, trainable_only=False):
-    """Number of parameter elements (each shared Parameter once)."""
-    seen, total = set(), 0
-    for _, p in model.named_parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += int(p.data.size)
-    return total
+    """Number of parameter elements (a tied Parameter counts once: named_parameters yields it once)."""
+    return sum(int(p.data.size) for _, p in model.named_parameters() if p.requires_grad or not trainable_only)
 
 
 __all__ = ["SequenceClassifier", "SoftPrompt", "masked_mean", "count_parameters"]

@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 
+import minilm
 from minilm.io.atomic import atomic_writer
 from minilm.nn import functional as F
+from minilm.optim.lr_scheduler import WarmupCosine
 from minilm.tensor import Tensor
 from minilm.transfer.finetune import History, make_optimizer, pad_batch
-from minilm.optim.lr_scheduler import WarmupCosine
-import minilm
 
 
 def pooled_features(classifier, data, pad_id, batch_size=64):

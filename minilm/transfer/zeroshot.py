@@ -9,6 +9,7 @@ like every other method.
 """
 import numpy as np
 
+from minilm.autograd import no_grad
 from minilm.transfer.classifier import masked_mean
 
 # WN-noun-10's classes described in a few words each, written from WordNet's lexicographer file
@@ -40,7 +41,6 @@ def zero_shot_head(classifier, tokenizer, classes, descriptions=None, max_length
     inputs = tokenizer(texts, padding="longest", truncation=True, max_length=max_length)
     was_training = classifier.training
     classifier.eval()
-    from minilm.autograd import no_grad                         # minilm.autograd imports nothing from here
     with no_grad():
         hidden = classifier.encoder(inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
         d = masked_mean(hidden, inputs["attention_mask"]).numpy()                # (C, H)
