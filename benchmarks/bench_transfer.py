@@ -158,6 +158,8 @@ def main():
                                    on_epoch=lambda row: print("   ", row, flush=True))
                 print(f"    test accuracy {res['test_accuracy']:.4f}  ({res['seconds']:.0f} s)", flush=True)
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                res["steps"] = [{"step": r["step"], "loss": round(r["loss"], 5), "lr": float(f"{r['lr']:.6g}")}
+                                for r in res["steps"]]          # five digits are plenty for a curve
                 with open(RESULTS, "a") as f:
                     f.write(json.dumps(res) + "\n")
     summary = summarise(load_runs())

@@ -13,9 +13,9 @@ Part B (GPT). Pretrain a char-level GPT on Python's help topics (pydoc prose), t
 standard-library code; the control trains the same GPT on the same code for the same steps and
 schedule from random weights. Both are scored on held-out code every --gpt-eval-every steps.
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/pretrain_then_transfer.py --part bert   # ~15-18 min
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/pretrain_then_transfer.py --part bert   # ~45 min (3,000 MLM steps)
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/pretrain_then_transfer.py --part gpt    # ~7 min
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/pretrain_then_transfer.py               # both, ~25 min
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/pretrain_then_transfer.py               # both, ~50 min
     python benchmarks/pretrain_then_transfer.py --part both --tiny --out /tmp/ptt --work /tmp/ptt/work   # smoke test, ~2 min
 
 Estimated from --tiny runs at one thread on a busy 2-core machine (BERT ~0.65 s per MLM step, ~75 s per
@@ -354,7 +354,7 @@ def parse_args(argv=None):
     a.add_argument("--bert-vocab", type=int, default=8192, help="vocabulary size (0: all 30,522 MiniLM pieces)")
     a.add_argument("--bert-seq", type=int, default=64, help="context length; also the fine-tuning max_length")
     a.add_argument("--bert-batch", type=int, default=32)
-    a.add_argument("--bert-steps", type=int, default=800, help="MLM pretraining steps (~0.65 s each at 1 thread)")
+    a.add_argument("--bert-steps", type=int, default=3000, help="MLM pretraining steps (~0.65-0.8 s each at 1 thread)")
     a.add_argument("--bert-lr", type=float, default=1e-3)
     a.add_argument("--ft-epochs", type=int, default=6)
     a.add_argument("--ft-lrs", type=float, nargs="+", default=[3e-4, 1e-3], help="fine-tuning rates to try")
