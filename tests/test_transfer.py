@@ -312,3 +312,18 @@ def test_config_and_cli_values_are_checked(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--method", "full", "--task", "wn-noun-10", "--out", "x", "--lr", "-1"])
     assert "must be a positive float" in capsys.readouterr().err
+
+
+def test_a_run_depends_on_its_seed_not_on_what_ran_before(tiny_folder, tmp_path):
+    config = tiny_config(hidden_dropout_prob=0.3)
+    folder = tmp_path / "dropout-bert"
+    write_folder(folder, dataclasses.asdict(config), bert_state_dict_to_hf(tiny_encoder().state_dict()))
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    texts, labels = toy_texts(40, seed=9)
+    (tmp_path / "toy.csv").write_text("text,label\n" + "".join(f"{t},{CLASS_WORDS[y]}\n" for t, y in zip(texts, labels)))
+    task = load_task(tmp_path / "toy.csv")
+    cfg = FinetuneConfig(method="full", epochs=1, batch_size=8)
+    first = run_transfer(task, cfg, base=folder)["steps"]
+    minilm.random.default_generator().random(1000)                    # something else used minilm's generator
+    assert run_transfer(task, cfg, base=folder)["steps"] == first
+    assert run_transfer(task, dataclasses.replace(cfg, seed=1), base=folder)["steps"] != first

@@ -61,9 +61,10 @@ def resolve_base(folder=None):
     return found
 
 
-def load_base(folder):
-    """(encoder BertModel without pooler, WordPieceTokenizer) from a BERT folder."""
-    return (BertModel.from_pretrained(folder, add_pooling_layer=False),
+def load_base(folder, generator=None):
+    """(encoder BertModel without pooler, WordPieceTokenizer) from a BERT folder. `generator` drives
+    the encoder's dropout (default: minilm's shared one, see minilm.random)."""
+    return (BertModel.from_pretrained(folder, add_pooling_layer=False, generator=generator),
             WordPieceTokenizer.from_vocab_file(os.path.join(folder, "vocab.txt")))
 
 
@@ -102,7 +103,9 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
     epoch: choices are made there, never on the test split. out_dir: write a run folder.
     """
     folder = resolve_base(base)
-    encoder, tokenizer = load_base(folder)
+    # The encoder's dropout gets a generator of its own, seeded by config.seed: a run's result
+    # depends on its seed alone, not on what else ran earlier in the same process.
+    encoder, tokenizer = load_base(folder, generator=np.random.default_rng([config.seed, 1]))
     gen = np.random.default_rng(config.seed)
     model = build_classifier(config.method, encoder, len(task.classes), config, gen)
     pad = tokenizer.pad_token_id
