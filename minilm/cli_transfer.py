@@ -61,7 +61,7 @@ def add_parsers(sub):
     f.add_argument("--out", required=True, help="run folder: results.json, transfer.json, trained.safetensors")
     f.add_argument("--model", default=None, help="a BERT folder (default: the installed all-MiniLM-L6-v2 wheel)")
     f.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
-    f.add_argument("--epochs", type=_non_negative_int, default=None, help="passes over the training split "
+    f.add_argument("--epochs", type=_positive(int), default=None, help="passes over the training split "
                                                                           "(default: the method's)")
     f.add_argument("--lr", type=_positive(float), default=None, help="learning rate of pretrained weights and "
                                                                      "adapters (default: the method's)")

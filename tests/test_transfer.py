@@ -307,6 +307,8 @@ def test_a_model_folder_without_vocab_is_one_line(tiny_folder, tmp_path, capsys)
 def test_config_and_cli_values_are_checked(capsys):
     with pytest.raises(ValueError, match="unknown transfer method 'tuning'"):
         FinetuneConfig(method="tuning")
+    with pytest.raises(ValueError, match="epochs=0"):
+        FinetuneConfig(method="lora", epochs=0)
     with pytest.raises(ValueError, match="dropout=1.5"):
         FinetuneConfig(method="full", dropout=1.5)
     with pytest.raises(SystemExit):

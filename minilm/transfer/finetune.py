@@ -61,7 +61,7 @@ class FinetuneConfig:
             if getattr(self, key) is None:
                 setattr(self, key, value)
         self.lora_targets = tuple(self.lora_targets)
-        checks = {"epochs": self.epochs >= 0, "lr": self.lr >= 0, "head_lr": self.head_lr >= 0,
+        checks = {"epochs": self.epochs >= (0 if self.method == "zeroshot" else 1), "lr": self.lr >= 0, "head_lr": self.head_lr >= 0,
                   "batch_size": self.batch_size >= 1, "max_length": self.max_length >= 3,
                   "warmup_fraction": 0 <= self.warmup_fraction < 1, "weight_decay": self.weight_decay >= 0,
                   "grad_clip": self.grad_clip >= 0, "dropout": 0 <= self.dropout < 1,
