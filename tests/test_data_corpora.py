@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 
 import pytest
 
-from minilm.data import (CorpusNotInstalledError, fortune_records, list_corpora, load_corpus, read_synsets,
+from minilm.data import (CorpusNotInstalledError, fortune_records, fortunes_zh_records, list_corpora, load_corpus, read_synsets,
                          stdlib_text, wordnet_text)
 from minilm.data.corpora import FORTUNES_DIR, _stdlib_files
 from minilm.data.wordnet import WORDNET_DIR
@@ -162,6 +162,18 @@ def test_fortune_format(tmp_path):
     (tmp_path / "off" / "rude").write_text("never read\n%\n")
     (tmp_path / "art").write_text("Alpha\n%\n")
     assert fortune_records(tmp_path) == ["Alpha", "First one.", "Second,\n\n  two lines.", "Third"]
+
+
+def test_fortunes_zh_kept_apart_and_uncoloured(tmp_path):
+    (tmp_path / "jokes").write_text("English.\n%\n")
+    (tmp_path / "tang300").write_text("\x1b[32m\u300a\u9759\u591c\u601d\u300b\x1b[m\n\u5e8a\u524d\u660e\u6708\u5149\n%\n",
+                                      encoding="utf-8")
+    (tmp_path / "song100").write_text("\u5b8b\n%\n", encoding="utf-8")
+    assert fortune_records(tmp_path) == ["English."]                   # the Chinese files stay out
+    with pytest.raises(CorpusNotInstalledError, match="apt-get install -y fortunes-zh"):
+        fortunes_zh_records(tmp_path)                                  # "chinese" is missing
+    (tmp_path / "chinese").write_text("\u4e2d\n%\n", encoding="utf-8")
+    assert fortunes_zh_records(tmp_path) == ["\u4e2d", "\u5b8b", "\u300a\u9759\u591c\u601d\u300b\n\u5e8a\u524d\u660e\u6708\u5149"]
 
 
 def test_fortunes_missing_says_how_to_install(tmp_path):

@@ -1,7 +1,7 @@
 """Text in, batches out: corpora, downloads, train/validation splits, token arrays, AR and MLM batches."""
 
 from minilm.data.ar_batches import ARBatcher, iter_eval_batches
-from minilm.data.corpora import fortune_records, list_corpora, load_corpus, pydoc_text, read_text_path, stdlib_text
+from minilm.data.corpora import fortune_records, fortunes_zh_records, list_corpora, load_corpus, pydoc_text, read_text_path, stdlib_text
 from minilm.data.download import REGISTRY, ChecksumMismatchError, DownloadError, download, fetch
 from minilm.data.errors import CorpusNotInstalledError
 from minilm.data.mlm_batches import MLMBatcher
@@ -17,6 +17,7 @@ __all__ = [
     "pydoc_text",
     "stdlib_text",
     "fortune_records",
+    "fortunes_zh_records",
     "read_text_path",
     "read_synsets",
     "wordnet_text",

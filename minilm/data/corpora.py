@@ -2,17 +2,18 @@
 
 ``load_corpus(name_or_path) -> str``:
 
-=============  =====================================================================  ==================
-name           what                                                                   needs
-=============  =====================================================================  ==================
-``pydoc``      Python's help topics (``pydoc_data.topics``), English prose, ~0.5 MB   Python
-``stdlib``     the standard library's ``.py`` sources, ~12 MB of code                Python
-``wordnet``    WordNet definitions and example sentences, one per line, ~8.8 MB       ``wordnet-base``
-``fortunes``   quotations and jokes from ``fortune``, ~2.4 MB                          ``fortunes``
-a path         a UTF-8 text file, or every file under a folder                        --
-a registered   a corpus fetched once by URL and cached (``minilm.data.download``)     network, once
+===============  ==================================================================  ================
+name             what                                                                needs
+===============  ==================================================================  ================
+``pydoc``        Python's help topics (``pydoc_data.topics``), English prose, ~0.5 MB  Python
+``stdlib``       the standard library's ``.py`` sources, ~12 MB of code              Python
+``wordnet``      WordNet definitions and example sentences, one per line, ~8.8 MB    ``wordnet-base``
+``fortunes``     quotations and jokes from ``fortune``, ~2.4 MB                      ``fortunes``
+``fortunes-zh``  Chinese poems (Tang, Song) and sayings, ~1.0 M characters           ``fortunes-zh``
+a path           a UTF-8 text file, or every file under a folder                     --
+a registered     a corpus fetched once by URL and cached (``minilm.data.download``)  network, once
 download name
-=============  =====================================================================  ==================
+===============  ==================================================================  ================
 
 Documents (topics, files, fortunes) are joined with one blank line between
 them (each document's own trailing newlines removed first), so the text splits
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import sysconfig
 from pathlib import Path
 
@@ -33,9 +35,14 @@ from minilm.data.download import REGISTRY, fetch
 from minilm.data.errors import CorpusNotInstalledError
 from minilm.data.wordnet import WORDNET_DIR, wordnet_text
 
-__all__ = ["load_corpus", "list_corpora", "pydoc_text", "stdlib_text", "fortune_records", "read_text_path", "FORTUNES_DIR"]
+__all__ = ["load_corpus", "list_corpora", "pydoc_text", "stdlib_text", "fortune_records", "fortunes_zh_records",
+           "read_text_path", "FORTUNES_DIR", "FORTUNES_ZH_FILES"]
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# `fortunes-zh` installs its files into the same folder as the English ones; they are kept
+# out of the English corpus and make up their own.
+FORTUNES_ZH_FILES = ("chinese", "song100", "tang300")
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")      # fortunes-zh colours each title and author line
 _STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
 
@@ -150,17 +157,20 @@ def read_text_path(path: str | os.PathLike, max_chars: int | None = None) -> str
     raise FileNotFoundError(f"load_corpus: {path} is neither a file nor a folder")
 
 
-def fortune_records(root: str | Path = FORTUNES_DIR) -> list[str]:
+def fortune_records(root: str | Path = FORTUNES_DIR, names: tuple[str, ...] | None = None) -> list[str]:
     """Every record of every fortune file (records are separated by lines holding only ``%``).
 
     Skips the binary ``.dat`` index files and sub-folders (``off/`` holds the
     offensive set of ``fortunes-off``); reads ``x.u8`` (the UTF-8 copy) in place
-    of ``x`` where both exist.
+    of ``x`` where both exist. ``names``: only these files; by default every
+    file except the Chinese ones of ``fortunes-zh`` (see ``fortunes_zh_records``).
     """
     root = Path(root)
     if not root.is_dir():
         raise CorpusNotInstalledError("fortunes", "fortunes", root)
-    names = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix not in (".dat", ".u8"))
+    if names is None:
+        names = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix not in (".dat", ".u8")
+                       and p.name not in FORTUNES_ZH_FILES)
     # ``x.u8`` is the UTF-8 version of ``x`` (usually a symlink to it): prefer it when present.
     files = [root / (n + ".u8") if (root / (n + ".u8")).is_file() else root / n for n in names]
     if not files:
@@ -178,8 +188,21 @@ def fortune_records(root: str | Path = FORTUNES_DIR) -> list[str]:
     return [r for r in records if r.strip()]
 
 
+def fortunes_zh_records(root: str | Path = FORTUNES_DIR) -> list[str]:
+    """The records of ``fortunes-zh`` (Tang and Song poems, sayings), ANSI colour codes removed."""
+    root = Path(root)
+    if not all((root / name).is_file() for name in FORTUNES_ZH_FILES):
+        raise CorpusNotInstalledError("fortunes-zh", "fortunes-zh", root / FORTUNES_ZH_FILES[0])
+    records = fortune_records(root, names=FORTUNES_ZH_FILES)
+    return [r for r in (_ANSI_COLOUR.sub("", r).strip("\n") for r in records) if r.strip()]
+
+
 def _fortunes_text() -> str:
     return _join_documents(fortune_records())
+
+
+def _fortunes_zh_text() -> str:
+    return _join_documents(fortunes_zh_records())
 
 
 def _wordnet_corpus() -> str:
@@ -191,12 +214,14 @@ _BUILTIN = {
     "stdlib": (stdlib_text, "the standard library's .py sources: ~12 MB of code (ships with Python)"),
     "wordnet": (_wordnet_corpus, "WordNet 3.0 definitions and examples, one per line: ~8.8 MB (apt-get install wordnet-base)"),
     "fortunes": (_fortunes_text, "fortune-cookie quotations: ~2.4 MB (apt-get install fortunes)"),
+    "fortunes-zh": (_fortunes_zh_text, "Chinese poems (Tang, Song) and sayings: ~1.0 M characters, ~6,200 distinct (apt-get install fortunes-zh)"),
 }
 _INSTALLED = {
     "pydoc": lambda: True,
     "stdlib": lambda: True,
     "wordnet": lambda: (WORDNET_DIR / "data.noun").is_file(),
     "fortunes": lambda: FORTUNES_DIR.is_dir(),
+    "fortunes-zh": lambda: all((FORTUNES_DIR / name).is_file() for name in FORTUNES_ZH_FILES),
 }
 
 
