@@ -46,7 +46,9 @@ class SentenceEncoder:
     """
 
     def __init__(self, model, tokenizer, max_length=256):
-        self.model, self.tokenizer, self.max_length = model.eval(), tokenizer, int(max_length)
+        # never longer than the model's position table: a longer text would fail inside the model
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length = min(int(max_length), model.config.max_position_embeddings)
 
     @classmethod
     def from_pretrained(cls, folder=None, max_length=256):
