@@ -1,5 +1,5 @@
 """The `minilm` command: train, generate, eval, fill-mask, info (and embed, finetune, classify:
-see minilm/cli_transfer.py).
+see minilm/cli_transfer.py; index, search: see minilm/cli_apps.py).
 
     minilm train --model gpt --preset baby --corpus pydoc --steps 2000 --out runs/gpt-baby
     minilm generate runs/gpt-baby --prompt "The " --temperature 0.8 --top-k 40
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import minilm
-from minilm import cli_transfer
+from minilm import cli_apps, cli_transfer
 from minilm.autograd import no_grad
 from minilm.data.download import DownloadError
 from minilm.generate import TextStreamer, generate
@@ -175,6 +175,7 @@ def build_parser():
     i.add_argument("run", nargs="?", help="run folder or checkpoint folder")
     i.add_argument("--presets", action="store_true", help="list the size presets of both model families")
     cli_transfer.add_parsers(sub)
+    cli_apps.add_parsers(sub)
     return parser
 
 
@@ -360,7 +361,8 @@ def describe_error(err, args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
-                "fill-mask": cmd_fill_mask, "info": cmd_info, **cli_transfer.HANDLERS}
+                "fill-mask": cmd_fill_mask, "info": cmd_info, **cli_transfer.HANDLERS,
+                **cli_apps.HANDLERS}
     # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
     user_errors = (ValueError, OSError, TrainingDiverged, DownloadError)
     try:
