@@ -9,6 +9,17 @@ v together, (B, T, C) -> (B, T, 3C), each is reshaped to (B, h, T, C/h), and
 `out_proj` mixes the concatenated heads. (Checkpoints that store separate
 query/key/value matrices, like BERT's, or GPT-2's transposed `c_attn`, are
 mapped onto in_proj when they are loaded: see minilm/models/hf.py.)
+
+Cross-attention ("encoder-decoder attention", Vaswani et al. 2017, section
+3.2.3) is the same module called with `memory`: the queries come from the
+decoder's x, the keys and values from the encoder's output,
+
+    q = x W_q,   k = memory W_k,   v = memory W_v,
+
+using the row blocks of the one fused in_proj (W_q = rows [0:C], W_k and W_v =
+rows [C:3C]), so there is no second attention implementation. It is never
+causal (every output position may look at the whole source); its mask says
+which memory positions are real (a key-padding mask, (B, 1, 1, S)).
 """
 import numpy as np
 
@@ -92,23 +103,49 @@ class MultiHeadAttention(Module):
             if linear.bias is not None:
                 linear.bias.data[...] = 0.0
 
-    def forward(self, x, mask=None, kv_cache=None, need_weights=False):
+    def forward(self, x, mask=None, kv_cache=None, need_weights=False, *, memory=None):
         """x: (B, T, C) -> (B, T, C); with need_weights also the probabilities (B, nh, Tq, Tk).
 
         mask: boolean, broadcastable to (B, nh, Tq, Tk), True = may attend
             (build it with minilm.nn.masks; the causal rule is added when causal=True).
         kv_cache: a KVCache; this call's keys and values are appended to it and
             the queries attend to everything it holds (generation).
+        memory: (B, S, C), for cross-attention: keys and values come from memory,
+            queries from x, and the causal rule is not applied (Tk = S). mask is
+            then over memory positions, usually masks.padding_mask(...) (B, 1, 1, S).
         """
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention: expected input (B, T, {self.embed_dim}), got {x.shape}")
+        if memory is not None:
+            return self._cross_attention(x, memory, mask, kv_cache, need_weights)
         b, t, c = x.shape
         q, k, v = self.in_proj(x).split(c, axis=-1)                              # (B, T, 3C) -> 3 x (B, T, C)
         q, k, v = (z.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
                    for z in (q, k, v))                                           # (B, T, C) -> (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.extend(k, v)                                         # (B, nh, past + T, hs)
-        result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
+        return self._attend(q, k, v, mask, self.causal, need_weights, b, t, c)
+
+    def _cross_attention(self, x, memory, mask, kv_cache, need_weights):
+        """Queries from x (B, T, C), keys and values from memory (B, S, C), via in_proj's row blocks."""
+        b, t, c = x.shape
+        if memory.ndim != 3 or memory.shape[0] != b or memory.shape[-1] != c:
+            raise ValueError(f"MultiHeadAttention: memory must have shape (B, S, C) = ({b}, S, {c}) for "
+                             f"queries of shape {x.shape}, got {memory.shape}")
+        if kv_cache is not None:
+            raise ValueError("MultiHeadAttention: kv_cache is for self-attention; with memory the keys "
+                             "and values are the memory's, computed in full on every call")
+        s = memory.shape[1]
+        w, bias = self.in_proj.weight, self.in_proj.bias                        # (3C, C), (3C,)
+        q = F.linear(x, w[:c], None if bias is None else bias[:c])               # (B, T, C)
+        k, v = F.linear(memory, w[c:], None if bias is None else bias[c:]).split(c, axis=-1)  # 2 x (B, S, C)
+        q = q.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)       # (B, nh, T, hs)
+        k, v = (z.reshape(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+                for z in (k, v))                                                 # (B, nh, S, hs)
+        return self._attend(q, k, v, mask, False, need_weights, b, t, c)         # never causal
+
+    def _attend(self, q, k, v, mask, causal, need_weights, b, t, c):
+        result = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                 dropout_p=self.dropout_p, training=self.training,
                                                 return_weights=need_weights, generator=self.generator)
         y, weights = result if need_weights else (result, None)
