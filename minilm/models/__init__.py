@@ -9,7 +9,9 @@ from minilm.models.bert_config import BertConfig
 from minilm.models.gpt import GPT
 from minilm.models.hf import load_hf_gpt2, save_hf_gpt2
 from minilm.models.gpt_config import GPTConfig
+from minilm.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from minilm.models.transformer import TransformerModel, generate_square_subsequent_mask
 
 __all__ = ["TransformerModel", "generate_square_subsequent_mask", "GPT", "GPTConfig", "load_hf_gpt2",
-           "save_hf_gpt2", "BertConfig", "BertModel", "BertModelOutput", "BertForMaskedLM"]
+           "save_hf_gpt2", "BertConfig", "BertModel", "BertModelOutput", "BertForMaskedLM",
+           "Seq2SeqConfig", "Seq2SeqTransformer"]
