@@ -27,7 +27,7 @@ import minilm
 from minilm import cli_apps, cli_transfer
 from minilm.autograd import no_grad
 from minilm.data.download import DownloadError
-from minilm.generate import TextStreamer, generate
+from minilm.generate import StopOnText, TextStreamer, generate
 from minilm.models import BertConfig, GPTConfig
 from minilm.models.bert_config import PRESETS as BERT_PRESETS
 from minilm.models.gpt_config import PRESETS as GPT_PRESETS
@@ -162,6 +162,10 @@ def build_parser():
     g.add_argument("run", help="run folder written by `minilm train` (or its checkpoint/ folder)")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     g.add_argument("--num-samples", type=_COUNT, default=1, help="independent samples (default: 1)")
+    g.add_argument("--stop", type=_unescape, action="append", default=[], metavar="TEXT",
+                   help="end a sample before the first occurrence of TEXT (repeatable; the backslash escapes "
+                        "\\n, \\t, \\r and \\\\ are interpreted: --stop '\\n\\n' stops at a blank line, "
+                        "--stop '\\ndef ' at the next function)")
     _add_sampling_options(g)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint on a corpus")
     e.add_argument("run", help="run folder written by `minilm train`")
@@ -249,6 +253,25 @@ def _write_now(text):
     sys.stdout.flush()
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(text):
+    """--stop's argument with \\n, \\t, \\r, \\\\ turned into the characters (a shell passes them literally)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1:i + 2] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:                                  # any other backslash stays as it is
+            out.append(text[i])
+            i += 1
+    out = "".join(out)
+    if not out:
+        raise argparse.ArgumentTypeError("a stop string must not be empty")
+    return out
+
+
 def cmd_generate(args):
     model, tokenizer, config = load_pretrained(args.run)
     if config["pretrain"]["model"] != "gpt":          # (checked by load_pretrained: "gpt" or "bert")
@@ -257,12 +280,15 @@ def cmd_generate(args):
     prompt = tokenizer.encode(args.prompt)
     for k in range(args.num_samples):
         # The text is printed as it is generated: after Ctrl-C what came so far is on the screen.
-        streamer = TextStreamer(tokenizer, _write_now)
-        streamer.put(prompt)
+        # The prompt is printed first; stop strings are looked for in the continuation only.
+        _write_now(tokenizer.decode(prompt))
+        streamer = TextStreamer(tokenizer, _write_now, stop=args.stop)
+        stopping = StopOnText(tokenizer, args.stop, len(prompt)) if args.stop else None
         try:
             generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
                      top_k=args.top_k, top_p=args.top_p, rng=np.random.default_rng(args.seed + k),
-                     use_cache=not args.no_cache, on_token=lambda step, ids: streamer.put(ids))
+                     use_cache=not args.no_cache, on_token=lambda step, ids: streamer.put(ids),
+                     stopping_criteria=stopping)
         finally:
             streamer.end()
             _write_now("\n")
