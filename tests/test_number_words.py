@@ -32,7 +32,8 @@ CASES = [
     (100_100, "one hundred thousand one hundred", "十万零一百", "einhunderttausendeinhundert"),
     (101_000, "one hundred and one thousand", "十万一千", "einhunderteintausend"),
     (110_000, "one hundred and ten thousand", "十一万", "einhundertzehntausend"),
-    (312_005, "three hundred and twelve thousand and five", "三十一万二千零五", "dreihundertzwölftausendfünf"),
+    (312_005, "three hundred and twelve thousand and five", "三十一万二千零五",
+     "dreihundertzwölftausendfünf"),
     (999_999, "nine hundred and ninety-nine thousand nine hundred and ninety-nine", "九十九万九千九百九十九",
      "neunhundertneunundneunzigtausendneunhundertneunundneunzig"),
 ]

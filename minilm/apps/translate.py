@@ -38,6 +38,7 @@ from minilm.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from minilm.optim import AdamW
 from minilm.optim.clip import clip_grad_norm_
 from minilm.optim.lr_scheduler import WarmupCosine
+from minilm.tensor import Tensor
 
 PAD, EOS = "<pad>", "<eos>"
 LANGS = ("zh", "de")
@@ -220,7 +221,7 @@ def beam_search(model, src, lang, beam_size=4, max_len=24):
                 break
             seqs = np.array([b[0] for b in alive], dtype=np.int64)              # (k, t)
             mem = np.repeat(memory, len(alive), axis=0)                         # (k, S, C)
-            logp = _log_softmax(model.decode(seqs, _tensor(mem), np.repeat(keep, len(alive), axis=0))
+            logp = _log_softmax(model.decode(seqs, Tensor(mem), np.repeat(keep, len(alive), axis=0))
                                 .numpy()[:, -1].astype(np.float64))             # (k, V)
             candidates = [b for b in beams if b[2]]
             scores = (np.array([b[1] for b in alive])[:, None] + logp).reshape(-1)
@@ -230,11 +231,6 @@ def beam_search(model, src, lang, beam_size=4, max_len=24):
             candidates.sort(key=lambda b: -b[1])                                # stable: ties keep order
             beams = candidates[:beam_size]
     return _strip(beams[0][0][1:], eos)
-
-
-def _tensor(a):
-    from minilm.tensor import Tensor
-    return Tensor(a)
 
 
 def translate(model, text, lang="zh", beam_size=1, max_len=24):
