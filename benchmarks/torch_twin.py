@@ -9,6 +9,7 @@ two loss curves agree closely: the final validation losses should be within 2%.
 
     python benchmarks/torch_twin.py                     # nanoGPT's CPU config, 2000 steps (~10 min on 2 cores)
     python benchmarks/torch_twin.py --steps 200         # a quick look
+    python benchmarks/torch_twin.py --corpus stdlib --max-chars 2000000 --steps 1500 --threads 1   # on code
 
 Prints a table of validation losses side by side and the wall times, and
 writes the two curves to a PNG (--plot).
@@ -90,6 +91,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--corpus", default="pydoc")
+    ap.add_argument("--max-chars", type=int, default=0,
+                    help="use only the first N characters of the corpus (0 = all; e.g. 2000000 for stdlib, "
+                         "whose 12 MB would make each full validation pass slow)")
+    ap.add_argument("--out-dir", default="/tmp/minilm-torch-twin",
+                    help="minilm's run folder (must be empty or absent: runs of other corpora keep theirs)")
     ap.add_argument("--eval-interval", type=int, default=200)
     ap.add_argument("--backend", default=None, help="minilm kernel backend (default: minilm's default)")
     ap.add_argument("--plot", default=None, help="write the two validation curves to this PNG")
@@ -99,11 +105,11 @@ def main():
         minilm.set_backend(args.backend)
 
     # nanoGPT's CPU configuration: 4 layers, 4 heads, d 128, context 64, batch 12, lr 1e-3, dropout 0
-    cfg = PretrainConfig(model="gpt", preset="baby", corpus=args.corpus, tokenizer="char", seq_len=64,
+    cfg = PretrainConfig(model="gpt", preset="baby", corpus=args.corpus, max_chars=args.max_chars, tokenizer="char", seq_len=64,
                          batch_size=12, steps=args.steps, lr=1e-3, warmup_steps=100, min_lr_ratio=0.1,
                          weight_decay=0.1, grad_clip=1.0, dropout=0.0, eval_interval=args.eval_interval,
                          eval_batches=0, ckpt_interval=10 ** 9, log_interval=10 ** 9, seed=1337,
-                         out_dir="/tmp/minilm-torch-twin")
+                         out_dir=args.out_dir)
     trainer, tokenizer = prepare(cfg, progress_stream=io.StringIO())
     initial = trainer.model.state_dict()
 
