@@ -101,6 +101,12 @@ def test_pairs(n, size=1000, seed=0):
     return np.stack([keys // 10 ** n, keys % 10 ** n], axis=1).astype(np.int64)
 
 
+def held_out_size(n, size=1000):
+    """How many n-digit test problems to hold out: `size`, but at most a fifth of all pairs (20 for n = 1)."""
+    _check_digits(n, "held_out_size")
+    return min(size, 10 ** (2 * n) // 5)
+
+
 def train_pairs(rng, n, count, held_out):
     """`count` random n-digit pairs (count, 2), none of them in `held_out` (rejection sampling)."""
     _check_digits(n, "train_pairs")
@@ -157,16 +163,21 @@ def exact_match(predictions, references):
 
 
 def evaluate(model, pairs, n, with_scratchpad=False):
-    """Greedy-decode every n-digit problem; returns {"accuracy", "scratchpad_accuracy", "examples"}.
+    """Greedy-decode every n-digit problem; returns {"accuracy", "digit_accuracy", "scratchpad_accuracy", "examples"}.
 
     accuracy: the answer after the scratchpad (or the whole output) equals the reversed sum.
+    digit_accuracy: for each answer position, lowest digit first, the fraction right.
     scratchpad_accuracy: the whole output, scratchpad included, is exactly right (None if direct).
     """
     prompts, targets = encode_problems(pairs, n, with_scratchpad)
     out = small_gpt.greedy_answers(model, np.array(prompts), target_length(n, with_scratchpad))
     texts = [TOKENIZER.decode(row.tolist()) for row in out]
     wanted = [answer(int(a), int(b), n) for a, b in pairs]
-    result = {"accuracy": exact_match([final_answer(t) for t in texts], wanted),
+    answers = [final_answer(t) for t in texts]
+    # per answer position (lowest digit first): where in the number the errors are
+    by_position = [float(np.mean([len(a) > i and a[i] == w[i] for a, w in zip(answers, wanted)]))
+                   for i in range(n + 1)]
+    result = {"accuracy": exact_match(answers, wanted), "digit_accuracy": by_position,
               "scratchpad_accuracy": None, "examples": []}
     if with_scratchpad:
         result["scratchpad_accuracy"] = exact_match(texts, [TOKENIZER.decode(t) for t in targets])
@@ -180,11 +191,11 @@ def train_adder(train_digits, *, steps, batch_size=64, with_scratchpad=False, n_
                 lr=1e-3, block_size=None, test_size=1000, seed=0, log_every=0, log=print):
     """Train one GPT on problems of the given digit counts; returns (model, history, held_out).
 
-    held_out[n] are the test pairs of n digits (test_pairs(n, test_size, seed)), excluded from training
-    for every n in train_digits; block_size defaults to what the largest trained count needs.
+    held_out[n] are the test pairs of n digits (test_pairs(n, held_out_size(n, test_size), seed)), excluded
+    from training for every n in train_digits; block_size defaults to what the largest trained count needs.
     """
     train_digits = tuple(int(n) for n in train_digits)
-    held_out = {n: test_pairs(n, test_size, seed) for n in train_digits}
+    held_out = {n: test_pairs(n, held_out_size(n, test_size), seed) for n in train_digits}
     block = block_size or block_size_for(max(train_digits), with_scratchpad)
     model = small_gpt.make_model(TOKENIZER.vocab_size, block, n_layer, n_head, n_embd, seed=seed)
     sample_batch = batch_sampler(train_digits, batch_size, held_out, with_scratchpad)

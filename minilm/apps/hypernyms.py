@@ -16,7 +16,7 @@ Splits, all drawn deterministically from a seed:
   facts are trained (so the model learns what is-a-2 means); the "test"
   subjects' two-step facts never are, although both of their one-step links
   (X is-a Y, Y is-a Z) are. Composing those is the question.
-* control: two-step facts whose first link X is-a Y is one of the held-out ones.
+* control: the test subjects' two-step facts one of whose links is held out.
 
 Scoring is next-token ranking: after "X is-a" (or "X is-a-2") the model's most
 likely entity token must be a true answer. Chance is 1 / (number of
@@ -135,6 +135,17 @@ def make_splits(edges, held_out_fraction=0.05, test_subject_fraction=0.2, seed=0
             splits[key].append((x, mid, z))
         elif composable:
             splits["two_step_train"].append((x, mid, z))
+    # A test fact x is-a-2 z can be answered without composing: a sibling x' (x' is-a y too)
+    # has the trained fact x' is-a-2 z, and x's embedding, shaped by "x is-a y", resembles x''s.
+    # Split the test facts by whether such a sibling shortcut exists.
+    trained_two = {(x, z) for x, _, z in splits["two_step_train"]}
+    kids = {}
+    for c, p in train_edges:
+        kids.setdefault(p, set()).add(c)
+    shortcut = {x for x, y, z in splits["two_step_test"]                      # by subject: any one answer
+                if any((k, z) in trained_two for k in kids.get(y, ()) if k != x)}
+    splits["two_step_test_sibling"] = [f for f in splits["two_step_test"] if f[0] in shortcut]
+    splits["two_step_test_no_sibling"] = [f for f in splits["two_step_test"] if f[0] not in shortcut]
     return splits
 
 
@@ -235,6 +246,9 @@ def evaluate(model, vocab, splits, chain_of_thought=False):
             ("one_step_held_out", splits["one_step_held_out"], "is-a", one_truth, one_train_answers),
             ("two_step_train", splits["two_step_train"], "is-a-2", two_truth, two_train_answers),
             ("two_step_test", splits["two_step_test"], "is-a-2", two_truth, two_train_answers),
+            ("two_step_test_sibling", splits["two_step_test_sibling"], "is-a-2", two_truth, two_train_answers),
+            ("two_step_test_no_sibling", splits["two_step_test_no_sibling"], "is-a-2", two_truth,
+             two_train_answers),
             ("two_step_control", splits["two_step_control"], "is-a-2", two_truth, two_train_answers)):
         cot = chain_of_thought and rel == "is-a-2"
         rows[name] = {"questions": len({q[0] for q in qs}),
