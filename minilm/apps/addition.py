@@ -201,3 +201,26 @@ def train_adder(train_digits, *, steps, batch_size=64, with_scratchpad=False, n_
     sample_batch = batch_sampler(train_digits, batch_size, held_out, with_scratchpad)
     history = small_gpt.train(model, sample_batch, steps, lr=lr, seed=seed, log_every=log_every, log=log)
     return model, history, held_out
+
+
+def main(argv=None):
+    """python -m minilm.apps.addition --digits 3 --steps 3000 [--scratchpad]: train, then score 1,000 held-out."""
+    import argparse
+    p = argparse.ArgumentParser(description="Train a small GPT to add n-digit numbers (answers reversed).")
+    p.add_argument("--digits", type=int, default=3)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--scratchpad", action="store_true", help="write the column sums before the answer")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    model, history, held = train_adder((args.digits,), steps=args.steps, with_scratchpad=args.scratchpad,
+                                       n_layer=args.layers, seed=args.seed, log_every=500)
+    result = evaluate(model, held[args.digits], args.digits, args.scratchpad)
+    print(f"exact match on {len(held[args.digits])} held-out {args.digits}-digit problems: "
+          f"{result['accuracy']:.3f} ({history['cpu_seconds']:.0f} CPU s of training)")
+    for ex in result["examples"]:
+        print(f"  {ex['prompt']}{ex['output']}  {'right' if ex['correct'] else 'WRONG'}")
+
+
+if __name__ == "__main__":
+    main()

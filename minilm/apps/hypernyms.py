@@ -256,3 +256,24 @@ def evaluate(model, vocab, splits, chain_of_thought=False):
                       "majority_baseline": majority_baseline(train_answers, qs, truth)}
     rows["chance"] = 1.0 / len(vocab.entity_ids)
     return rows
+
+
+def main(argv=None):
+    """python -m minilm.apps.hypernyms [--cot] [--root OFFSET]: train on one subtree's facts, print the scores."""
+    import argparse
+    p = argparse.ArgumentParser(description="Train a small GPT on WordNet 'X is-a Y' facts; test two-step chains.")
+    p.add_argument("--root", type=int, default=MAMMAL, help="data.noun offset of the subtree's root")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--cot", action="store_true", help="two-step answers name the middle link first")
+    args = p.parse_args(argv)
+    splits = make_splits(subtree_edges(read_hypernym_links(), args.root))
+    model, vocab, history = train_fact_model(splits, steps=args.steps, chain_of_thought=args.cot, log_every=500)
+    rows = evaluate(model, vocab, splits, chain_of_thought=args.cot)
+    print(f"chance {rows.pop('chance'):.4f}; {history['cpu_seconds']:.0f} CPU s of training")
+    for name, row in rows.items():
+        acc, maj = ("-" if v is None else f"{v:.3f}" for v in (row["accuracy"], row["majority_baseline"]))
+        print(f"  {name:26s} {row['questions']:5d} questions  top-1 {acc}  majority baseline {maj}")
+
+
+if __name__ == "__main__":
+    main()
