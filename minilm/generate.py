@@ -139,7 +139,7 @@ class StopOnText:
 def generate_text(model, tokenizer, prompt, max_new_tokens, *, stop=(), on_text=None, **sampling):
     """Continue ``prompt`` (a str, or a list of str that encode to the same number of tokens) as text.
 
-    stop: stop strings (e.g. ("\n\n", "\ndef ")); each row ends at its first one, which is
+    stop: stop strings (e.g. ("\\n\\n", "\\ndef ")); each row ends at its first one, which is
         not included in the returned text. Rows stop independently.
     on_text: for one prompt, called with each new piece of text as it is generated (never
         text at or past a stop string).
