@@ -140,7 +140,7 @@ def batch_sampler(train_digits, batch_size, held_out, with_scratchpad=False):
     def sample_batch(rng):
         digits = rng.choice(train_digits, size=batch_size)                     # (B,)
         pairs = np.empty((batch_size, 2), dtype=np.int64)
-        for n in set(digits.tolist()):
+        for n in sorted(set(digits.tolist())):
             rows = digits == n
             pairs[rows] = train_pairs(rng, n, int(rows.sum()), held_out.get(n, np.empty((0, 2))))
         prompts, targets = encode_problems(pairs, digits, with_scratchpad)
