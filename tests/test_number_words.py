@@ -86,3 +86,9 @@ def test_held_out_numbers_never_appear_in_training():
     # log-uniform over digit counts: one-digit numbers are about as common as six-digit ones
     counts = np.bincount([len(str(n)) for n in drawn[:6000]], minlength=7)[1:]
     assert counts.min() > 800
+
+
+def test_word_by_word_baseline_gets_vocabulary_but_not_order():
+    assert tr.word_by_word(nw.english(312_005), "de") == "dreihundertzwölftausendfünf"    # German: in order
+    assert tr.word_by_word(nw.english(312_005), "zh") == "三百十二千五"                      # not 三十一万二千零五
+    assert tr.word_by_word(nw.english(21), "de") == "zwanzigeins"                        # not einundzwanzig

@@ -263,6 +263,25 @@ def exact_match(model, numbers, lang, beam_size=1, **kwargs):
     return 1.0 - len(misses) / max(len(numbers), 1), misses
 
 
+def _lexicon(lang):
+    """English word -> its translation: the writers' own words for 0..19 and the tens, plus three more."""
+    words = {nw.english(v): nw.WRITERS[lang](v) for v in list(range(20)) + list(range(20, 100, 10))}
+    words.update({"hundred": {"zh": "百", "de": "hundert"}[lang], "thousand": {"zh": "千", "de": "tausend"}[lang],
+                  "and": ""})
+    return words
+
+
+def word_by_word(text, lang):
+    """The baseline: each English word replaced by its translation, in English order ("and" dropped).
+
+    The lexicon is the writers' own (twelve -> 十二 / zwölf, hundred -> 百 / hundert). What it cannot
+    do is what the model must learn: reorder (einundzwanzig), regroup (31万2千 for "312 thousand"),
+    insert 零 and switch eins/ein.
+    """
+    lexicon = _lexicon(lang)
+    return "".join(lexicon[w] for w in english_tokens(text))
+
+
 def cross_attention(model, number, lang, layer=-1):
     """(source tokens, output tokens, weights (T_out, S)): one decoder layer's cross-attention,
     averaged over heads, while the model writes its greedy translation of `number`."""
@@ -300,7 +319,8 @@ def plot_cross_attention(ax, model, number, lang, layer=-1):
     ax.set_yticks(range(len(out)), out)
     ax.set_xlabel("English source token")
     ax.set_ylabel(f"{lang} output token")
-    ax.set_title(f"{number:,} -> {lang}: cross-attention (layer {layer}, mean of heads)", fontsize=9)
+    which = "last" if layer == -1 else str(layer)
+    ax.set_title(f"{number:,} -> {lang}: cross-attention, {which} decoder layer, mean of heads", fontsize=9)
     return w
 
 
