@@ -5,8 +5,8 @@
 One model serves both directions: the decoder's first input token names the
 target language (<2zh> or <2de>), the trick of Johnson et al. 2017
 ("Google's multilingual NMT"). Why one model: the English side is the same for
-both tasks, so one encoder learns it once, and one training run costs about
-what two would, each direction seeing every other batch.
+both tasks, so one encoder learns to read it once, and one training run
+(each example's target language drawn at random) serves both directions.
 
 Tokens (each a readable unit, so the cross-attention heatmap reads well):
     English  the words, hyphens dropped: "twenty-one" -> twenty, one
