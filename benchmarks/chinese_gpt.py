@@ -98,7 +98,7 @@ def parse_args(argv=None):
     ap.add_argument("--n-embd", type=int, default=128)
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--work", default=str(ROOT / "runs" / "chinese_gpt"))
