@@ -13,9 +13,11 @@ of a 4-digit problem are never seen in training, so their learned position vecto
 
 Part "scratchpad": a model too small for direct answers (1 layer, 4 heads, width 64), the same
 parameters, steps (1,500), batch (64 problems), learning rate and schedule for both formats, at
-n = 3, 4, 5; direct writes n + 1 tokens per answer, the scratchpad 10 n + 1.
+n = 3, 4, 5; direct writes n + 1 tokens per answer, the scratchpad 10 n + 1. Part "scratchpad_longer"
+repeats n = 5 with 3,000 steps for both formats, and part "direct_longer" the 2-layer direct recipe
+at n = 5 with 10,000 steps.
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/addition.py                   # all, ~15 CPU-min
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/addition.py                   # all, ~22 CPU-min
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/addition.py --part scratchpad # one part
     python benchmarks/addition.py --plot-only                                                # redraw the PNG
 
@@ -71,14 +73,25 @@ def part_scratchpad():
     return [run((n,), (n,), 1500, sp, SMALL) for n in (3, 4, 5) for sp in (False, True)]
 
 
-PARTS = {"direct": part_direct, "length": part_length, "scratchpad": part_scratchpad}
+def part_scratchpad_longer():
+    """5 digits again with twice the steps: is the scratchpad's 5-digit miss a matter of training time?"""
+    return [run((5,), (5,), 3000, sp, SMALL) for sp in (False, True)]
+
+
+def part_direct_longer():
+    """5 digits with the direct recipe again, 10,000 steps: past the plateau 5,000 steps end on?"""
+    return [run((5,), (5,), 10000, False, DIRECT)]
+
+
+PARTS = {"direct": part_direct, "direct_longer": part_direct_longer, "length": part_length, "scratchpad": part_scratchpad,
+         "scratchpad_longer": part_scratchpad_longer}
 
 
 def print_tables(results):
     if "direct" in results:
         print("\nDirect answers, one 2-layer model per digit count (1,000 held-out problems each)")
         print(f"{'digits':>6} {'steps':>6} {'params':>7} {'exact match':>11} {'train CPU s':>11}")
-        for r in results["direct"]:
+        for r in results["direct"] + results.get("direct_longer", []):
             n = r["train_digits"][0]
             print(f"{n:>6} {r['steps']:>6} {r['parameters']:>7} {r['test'][str(n)]['accuracy']:>11.3f} "
                   f"{r['train_cpu_seconds']:>11}")
@@ -89,12 +102,12 @@ def print_tables(results):
             digits = " ".join(f"{d:.2f}" for d in t["digit_accuracy"])
             print(f"  {n} digits: exact match {t['accuracy']:.3f}   per answer digit, lowest first: {digits}")
     if "scratchpad" in results:
-        print("\nScratchpad vs direct: same 1-layer model, 1,500 steps, batch 64 problems")
-        print(f"{'digits':>6} {'format':>10} {'exact match':>11} {'tokens/answer':>13} {'train CPU s':>11}")
-        for r in results["scratchpad"]:
+        print("\nScratchpad vs direct: same 1-layer model, same steps, batch 64 problems")
+        print(f"{'digits':>6} {'steps':>6} {'format':>10} {'exact match':>11} {'tokens/answer':>13} {'train CPU s':>11}")
+        for r in results["scratchpad"] + results.get("scratchpad_longer", []):
             n = r["train_digits"][0]
             t = r["test"][str(n)]
-            print(f"{n:>6} {'scratchpad' if r['scratchpad'] else 'direct':>10} {t['accuracy']:>11.3f} "
+            print(f"{n:>6} {r['steps']:>6} {'scratchpad' if r['scratchpad'] else 'direct':>10} {t['accuracy']:>11.3f} "
                   f"{t['answer_tokens']:>13} {r['train_cpu_seconds']:>11}")
 
 
@@ -113,6 +126,13 @@ def plot(results, path):
             xs = [r["train_digits"][0] for r in rows]
             ax.plot(xs, [r["test"][str(x)]["accuracy"] for x, r in zip(xs, rows)], style,
                     label=f"{'scratchpad' if sp else 'direct'}, 1 layer, 1500 steps")
+    for r in results.get("direct_longer", []):
+        n = r["train_digits"][0]
+        ax.plot([n], [r["test"][str(n)]["accuracy"]], "D", color="C0", label=f"direct, 2 layers, {r['steps']} steps")
+    for r in results.get("scratchpad_longer", []):
+        n = r["train_digits"][0]
+        ax.plot([n], [r["test"][str(n)]["accuracy"]], "*" if r["scratchpad"] else "P", markersize=10,
+                label=f"{'scratchpad' if r['scratchpad'] else 'direct'}, 1 layer, {r['steps']} steps")
     if "length" in results:
         test = results["length"]["test"]
         ax.plot([int(n) for n in test], [t["accuracy"] for t in test.values()], "x:",
