@@ -4,9 +4,9 @@ from minilm.nn.attention import KVCache, MultiHeadAttention
 from minilm.nn.layers import GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU
 from minilm.nn.module import Module, ModuleList, Parameter, Sequential
 from minilm.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
-from minilm.nn.transformer_block import FeedForward, TransformerBlock
+from minilm.nn.transformer_block import FeedForward, TransformerBlock, TransformerDecoderBlock
 
 __all__ = ["functional", "masks", "Module", "ModuleList", "Sequential", "Parameter", "Linear", "Embedding",
            "LayerNorm", "Dropout", "GELU", "ReLU", "Identity", "MultiHeadAttention", "KVCache",
-           "FeedForward", "TransformerBlock", "SinusoidalPositionalEncoding",
+           "FeedForward", "TransformerBlock", "TransformerDecoderBlock", "SinusoidalPositionalEncoding",
            "LearnedPositionalEmbedding", "sinusoidal_table"]
