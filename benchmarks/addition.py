@@ -115,7 +115,7 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     if "direct" in results:
         xs = [r["train_digits"][0] for r in results["direct"]]
         ax.plot(xs, [r["test"][str(x)]["accuracy"] for x, r in zip(xs, results["direct"])], "o-",
@@ -142,7 +142,7 @@ def plot(results, path):
     ax.set_ylim(-0.03, 1.03)
     ax.set_xticks(range(1, 6))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("Addition with a small GPT (answers reversed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
