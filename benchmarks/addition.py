@@ -83,8 +83,8 @@ def part_direct_longer():
     return [run((5,), (5,), 10000, False, DIRECT)]
 
 
-PARTS = {"direct": part_direct, "direct_longer": part_direct_longer, "length": part_length, "scratchpad": part_scratchpad,
-         "scratchpad_longer": part_scratchpad_longer}
+PARTS = {"direct": part_direct, "direct_longer": part_direct_longer, "length": part_length,
+         "scratchpad": part_scratchpad, "scratchpad_longer": part_scratchpad_longer}
 
 
 def print_tables(results):
@@ -103,7 +103,8 @@ def print_tables(results):
             print(f"  {n} digits: exact match {t['accuracy']:.3f}   per answer digit, lowest first: {digits}")
     if "scratchpad" in results:
         print("\nScratchpad vs direct: same 1-layer model, same steps, batch 64 problems")
-        print(f"{'digits':>6} {'steps':>6} {'format':>10} {'exact match':>11} {'tokens/answer':>13} {'train CPU s':>11}")
+        print(f"{'digits':>6} {'steps':>6} {'format':>10} {'exact match':>11} {'tokens/answer':>13} "
+              f"{'train CPU s':>11}")
         for r in results["scratchpad"] + results.get("scratchpad_longer", []):
             n = r["train_digits"][0]
             t = r["test"][str(n)]
@@ -128,7 +129,8 @@ def plot(results, path):
                     label=f"{'scratchpad' if sp else 'direct'}, 1 layer, 1500 steps")
     for r in results.get("direct_longer", []):
         n = r["train_digits"][0]
-        ax.plot([n], [r["test"][str(n)]["accuracy"]], "D", color="C0", label=f"direct, 2 layers, {r['steps']} steps")
+        ax.plot([n], [r["test"][str(n)]["accuracy"]], "D", color="C0",
+                label=f"direct, 2 layers, {r['steps']} steps")
     for r in results.get("scratchpad_longer", []):
         n = r["train_digits"][0]
         ax.plot([n], [r["test"][str(n)]["accuracy"]], "*" if r["scratchpad"] else "P", markersize=10,

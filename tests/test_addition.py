@@ -1,4 +1,4 @@
-"""minilm.apps.addition: formats checked by hand, deterministic disjoint splits, the loss mask, and a tiny learning run."""
+"""minilm.apps.addition: formats checked by hand, deterministic disjoint splits, the loss mask, a tiny learning run."""
 import numpy as np
 import pytest
 

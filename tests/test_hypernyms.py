@@ -1,4 +1,4 @@
-"""minilm.apps.hypernyms: WordNet's hypernym links, deterministic splits that keep their promises, a tiny learning run."""
+"""minilm.apps.hypernyms: WordNet's hypernym links, deterministic splits that keep their promises, a learning run."""
 from pathlib import Path
 
 import numpy as np
