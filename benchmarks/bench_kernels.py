@@ -45,6 +45,8 @@ ARGS = parse_args()
 if ARGS.blas_threads:  # must happen before NumPy loads its BLAS
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = str(ARGS.blas_threads)
+if ARGS.threads:  # minilm sizes Numba's pool to one thread unless NUMBA_NUM_THREADS asks for more
+    os.environ["NUMBA_NUM_THREADS"] = str(ARGS.threads)
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402

@@ -69,6 +69,13 @@ def _one_numba_thread_unless_asked():
     """
     if "NUMBA_NUM_THREADS" not in os.environ:
         import numba                                    # present: the numba backend was just loaded
+        from numba.np.ufunc import parallel
+        if not parallel._is_initialized:
+            # set_num_threads(1) alone only masks threads: the pool still starts one thread per
+            # core, and an OpenMP pool's idle threads spin after each kernel, which made small
+            # models (kernels and small BLAS calls alternating fast) 7x slower on 2 cores. A pool
+            # of one thread, sized before it starts, has nobody left to spin.
+            numba.config.NUMBA_NUM_THREADS = parallel.NUM_THREADS = 1
         numba.set_num_threads(1)
 
 
