@@ -16,7 +16,7 @@ Scores:
   temperatures 0.5, 0.8 and 1.0; batched generation with the KV cache (128 + 128 = the context).
   Same positions for both models: the BPE model sees and writes about 3x more text.
 
-    OMP_NUM_THREADS=1 python benchmarks/code_gpt.py                # ~13 CPU-minutes
+    OMP_NUM_THREADS=1 python benchmarks/code_gpt.py                # ~30 CPU-minutes (2,000 steps per model)
     OMP_NUM_THREADS=1 python benchmarks/code_gpt.py --tiny --out /tmp/code_gpt.json   # smoke test, ~1 min
 
 Writes benchmarks/results/code_gpt.json, prints a table and a few sample completions.
@@ -144,7 +144,7 @@ def parse_args(argv=None):
     ap.add_argument("--n-embd", type=int, default=128)
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--prompt-positions", type=int, default=128)
