@@ -29,45 +29,23 @@ reasoners") find that transformers compose two stored facts poorly without
 writing the intermediate step, and well with it (Wei et al. 2022).
 """
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from minilm.apps import small_gpt
-from minilm.data.errors import CorpusNotInstalledError
-from minilm.data.wordnet import WORDNET_DIR
+from minilm.data.wordnet import WORDNET_DIR, read_synsets
 
 MAMMAL = 1861778        # mammal.n.01's offset in WordNet 3.0's data.noun
 SPECIAL = ("<pad>", "is-a", "is-a-2")
-HYPERNYM_POINTERS = ("@", "@i")   # hypernym, instance hypernym
 
 
 def read_hypernym_links(root=WORDNET_DIR):
     """{offset: (first word, (hypernym offsets...))} for every noun synset in data.noun.
 
-    A data line is "offset lex n w_cnt word lex_id ... p_cnt  ptr ptr ... | gloss",
-    each pointer four fields: symbol, target offset, part of speech, source/target.
-    minilm.data.wordnet reads the words and glosses; the pointers are read here.
+    The first word keeps WordNet's underscores ("sea_lion"), so a name is one token.
     """
-    path = Path(root) / "data.noun"
-    if not path.is_file():
-        raise CorpusNotInstalledError("wordnet", "wordnet-base", path)
-    links = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.startswith("  ") or not line.strip():
-                continue                                                       # license header
-            fields = line.partition(" | ")[0].split()
-            try:
-                n_words = int(fields[3], 16)
-                p_cnt = int(fields[4 + 2 * n_words])
-                ptrs = fields[5 + 2 * n_words: 5 + 2 * n_words + 4 * p_cnt]
-                parents = tuple(int(ptrs[i + 1]) for i in range(0, len(ptrs), 4)
-                                if ptrs[i] in HYPERNYM_POINTERS and ptrs[i + 2] == "n")
-                links[int(fields[0])] = (fields[4].lower(), parents)
-            except (IndexError, ValueError):
-                raise ValueError(f"hypernyms: {path}:{number}: cannot parse {line[:80]!r}") from None
-    return links
+    return {s.offset: (s.words[0].replace(" ", "_").lower(), s.hypernyms)
+            for s in read_synsets(["noun"], root)}
 
 
 def subtree_edges(links, root_offset=MAMMAL):

@@ -39,6 +39,7 @@ LEXNAMES = (
 ).split()
 
 _EXAMPLE = re.compile(r'"([^"]*)"')
+_HYPERNYM_POINTERS = ("@", "@i")  # hypernym, instance hypernym (wninput(5WN))
 _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")  # syntactic markers on adjectives: big(a), galore(ip)
 
 
@@ -51,6 +52,7 @@ class Synset(NamedTuple):
     words: tuple[str, ...]  # underscores turned into spaces, adjective markers removed
     definition: str
     examples: tuple[str, ...]
+    hypernyms: tuple[int, ...] = ()  # offsets of the synsets this one "is a" (pointers "@" and "@i")
 
     @property
     def lexname(self) -> str:
@@ -64,6 +66,11 @@ def _parse_line(line: str, where: str) -> Synset:
     try:
         offset, lex, pos, n_words = int(fields[0]), int(fields[1]), fields[2], int(fields[3], 16)
         raw_words = fields[4 : 4 + 2 * n_words : 2]
+        # then p_cnt and p_cnt pointers of four fields: symbol, target offset, target pos, source/target
+        p_cnt = int(fields[4 + 2 * n_words])
+        pointers = fields[5 + 2 * n_words : 5 + 2 * n_words + 4 * p_cnt]
+        hypernyms = tuple(int(pointers[i + 1]) for i in range(0, len(pointers), 4)
+                          if pointers[i] in _HYPERNYM_POINTERS and pointers[i + 2] == pos)
     except (IndexError, ValueError):
         raise ValueError(f"wordnet: {where}: cannot parse the synset line {line[:80]!r}") from None
     if len(raw_words) != n_words or not 0 <= lex < len(LEXNAMES):
@@ -72,7 +79,7 @@ def _parse_line(line: str, where: str) -> Synset:
     gloss = gloss.strip()
     definition, sep, rest = gloss.partition('; "')
     examples = tuple(e.strip() for e in _EXAMPLE.findall(sep[-1:] + rest)) if sep else ()
-    return Synset(pos, offset, lex, words, definition.strip(), tuple(e for e in examples if e))
+    return Synset(pos, offset, lex, words, definition.strip(), tuple(e for e in examples if e), hypernyms)
 
 
 def read_synsets(parts: Collection[str] = PARTS_OF_SPEECH, root: str | Path = WORDNET_DIR) -> Iterator[Synset]:
