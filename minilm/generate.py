@@ -197,10 +197,11 @@ class TextStreamer:
         self.stopped = False
 
     def _emit(self, text, final=False):
-        if self.stopped or not text:
+        if self.stopped:
             return
         if not self.stop:
-            self.write(text)
+            if text:
+                self.write(text)
             return
         self._pending += text
         i = find_stop(self._pending, self.stop)
@@ -227,6 +228,3 @@ class TextStreamer:
         the held-back tail (no stop string came)."""
         text = self._utf8.decode(b"", final=True) if self._utf8 is not None else ""
         self._emit(text, final=True)
-        if self.stop and not self.stopped and self._pending:      # _emit skips an empty final piece
-            self.write(self._pending)
-            self._pending = ""

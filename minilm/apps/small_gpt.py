@@ -95,14 +95,3 @@ def greedy_answers(model, prompts, n_new, batch_size=500):
         out.append(ids[:, prompts.shape[1]:])
     return np.concatenate(out, axis=0)
 
-
-def sequence_logprob(model, x, y):
-    """Sum of log p(target) over the scored positions of each row: (N,) floats (no gradient)."""
-    with no_grad():
-        model.eval()
-        logits = model(x).data                                                 # (N, T, V)
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))        # (N, T, V) log-softmax
-    scored = y != IGNORE
-    picked = np.take_along_axis(logp, np.where(scored, y, 0)[..., None], axis=-1)[..., 0]  # (N, T)
-    return (picked * scored).sum(axis=1)

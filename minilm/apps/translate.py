@@ -39,6 +39,7 @@ from minilm.optim import AdamW
 from minilm.optim.clip import clip_grad_norm_
 from minilm.optim.lr_scheduler import WarmupCosine
 from minilm.tensor import Tensor
+from minilm.tokenizers.bert_inputs import pad_rows
 
 PAD, EOS = "<pad>", "<eos>"
 LANGS = ("zh", "de")
@@ -103,8 +104,8 @@ def detokenize(tokens, lang):
 
 
 def _pad(rows, value):
-    width = max(len(r) for r in rows)
-    return np.array([r + [value] * (width - len(r)) for r in rows], dtype=np.int64)
+    """(B, T) int64 of the rows right-padded with value to the longest."""
+    return np.array(pad_rows(rows, max(len(r) for r in rows), value), dtype=np.int64)
 
 
 def encode_sources(texts):
