@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import minilm
-from minilm import cli_apps, cli_transfer
+from minilm import cli_apps, cli_export, cli_transfer, cli_viz
 from minilm.autograd import no_grad
 from minilm.data.download import DownloadError
 from minilm.generate import StopOnText, TextStreamer, generate
@@ -180,6 +180,8 @@ def build_parser():
     i.add_argument("--presets", action="store_true", help="list the size presets of both model families")
     cli_transfer.add_parsers(sub)
     cli_apps.add_parsers(sub)
+    cli_viz.add_parsers(sub)
+    cli_export.add_parsers(sub)
     return parser
 
 
@@ -388,7 +390,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
                 "fill-mask": cmd_fill_mask, "info": cmd_info, **cli_transfer.HANDLERS,
-                **cli_apps.HANDLERS}
+                **cli_apps.HANDLERS, **cli_viz.HANDLERS, **cli_export.HANDLERS}
     # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
     user_errors = (ValueError, OSError, TrainingDiverged, DownloadError)
     try:
