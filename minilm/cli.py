@@ -166,6 +166,12 @@ def build_parser():
                    help="end a sample before the first occurrence of TEXT (repeatable; the backslash escapes "
                         "\\n, \\t, \\r and \\\\ are interpreted: --stop '\\n\\n' stops at a blank line, "
                         "--stop '\\ndef ' at the next function)")
+    g.add_argument("--ban", type=_token_text, action="append", default=[], metavar="TEXT",
+                   help="never generate the token TEXT (repeatable; TEXT must be exactly one token of the run's "
+                        "tokenizer: one character for a char tokenizer; escapes as for --stop)")
+    g.add_argument("--bias", type=_token_bias, action="append", default=[], metavar="TEXT=VALUE",
+                   help="add VALUE to the logit of the token TEXT before sampling (repeatable; one token, as for "
+                        "--ban; e.g. --bias 'e=-5' makes 'e' about e^5 = 148 times less likely against the rest)")
     _add_sampling_options(g)
     e = sub.add_parser("eval", help="loss and perplexity of a checkpoint on a corpus")
     e.add_argument("run", help="run folder written by `minilm train`")
@@ -274,11 +280,67 @@ def _unescape(text):
     return out
 
 
+def _token_text(text):
+    """--ban's argument: the text of one token, with --stop's escapes."""
+    try:
+        return _unescape(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError("the token text must not be empty") from None
+
+
+def _token_bias(text):
+    """--bias TEXT=VALUE -> (text, value); split at the last '=', so TEXT may itself be '='."""
+    token, sep, value = text.rpartition("=")
+    if not sep or not token:
+        raise argparse.ArgumentTypeError(f"expected TEXT=VALUE (e.g. 'e=-5'), got {text!r}")
+    try:
+        bias = float(value)
+    except ValueError:
+        bias = None
+    if bias is None or not np.isfinite(bias):
+        raise argparse.ArgumentTypeError(f"the bias must be a finite number, got {value!r} in {text!r} "
+                                         f"(to forbid a token use --ban)")
+    return _token_text(token), bias
+
+
+def token_id(tokenizer, text, option):
+    """The id of the single token whose text is `text`; an error naming the pieces when it is several tokens.
+
+    Banning or biasing works on token ids (what the model chooses among). Text is the
+    convenient way to name one, but a word can be several BPE tokens ("Python" may be
+    "Py" + "thon", and " Python" with its leading space is another token again), and
+    banning its first piece would also ban other words: so text that is not exactly one
+    token is refused rather than guessed at.
+    """
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as err:                       # e.g. a character the char tokenizer never saw
+        raise ValueError(f"{option} {text!r}: {err}") from None
+    if len(ids) != 1:
+        pieces = ", ".join(repr(tokenizer.decode([i])) for i in ids)
+        raise ValueError(f"{option} {text!r} is {len(ids)} tokens for this {type(tokenizer).__name__} "
+                         f"({pieces or 'none'}); {option} takes the text of exactly one token")
+    return ids[0]
+
+
+def logit_options(tokenizer, args):
+    """(banned_tokens, logit_bias) from --ban and --bias; the same token given two biases is an error."""
+    banned = [token_id(tokenizer, text, "--ban") for text in args.ban] or None
+    bias = {}
+    for text, value in args.bias:
+        i = token_id(tokenizer, text, "--bias")
+        if i in bias:
+            raise ValueError(f"--bias gives the token {text!r} two values ({bias[i]} and {value})")
+        bias[i] = value
+    return banned, bias or None
+
+
 def cmd_generate(args):
     model, tokenizer, config = load_pretrained(args.run)
     if config["pretrain"]["model"] != "gpt":          # (checked by load_pretrained: "gpt" or "bert")
         raise ValueError(f"{args.run} holds a {config['pretrain']['model']} model; "
                          f"generation needs a GPT (use fill-mask for BERT)")
+    banned, bias = logit_options(tokenizer, args)
     prompt = tokenizer.encode(args.prompt)
     for k in range(args.num_samples):
         # The text is printed as it is generated: after Ctrl-C what came so far is on the screen.
@@ -290,7 +352,7 @@ def cmd_generate(args):
             generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
                      top_k=args.top_k, top_p=args.top_p, rng=np.random.default_rng(args.seed + k),
                      use_cache=not args.no_cache, on_token=lambda step, ids: streamer.put(ids),
-                     stopping_criteria=stopping)
+                     stopping_criteria=stopping, banned_tokens=banned, logit_bias=bias)
         finally:
             streamer.end()
             _write_now("\n")

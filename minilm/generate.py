@@ -20,19 +20,25 @@ string, and ``TextStreamer(..., stop=...)`` holds back the last few characters
 (one less than the longest stop string) until it knows they do not begin one,
 so nothing past a stop is ever printed. (Hugging Face's ``stop_strings`` do
 the same job.)
+
+Control: ``banned_tokens=[id, ...]`` and ``logit_bias={id: b}`` are applied to the
+logits before every choice (see minilm.sampling): a banned token never appears, a
+positive bias makes a token likelier and a negative one rarer. They act on token
+ids, one token at a time; a word that is several tokens is not one unit here.
 """
 import codecs
 
 import numpy as np
 
 from minilm.autograd.grad_mode import no_grad
-from minilm.sampling import sample_next_token
+from minilm.sampling import logit_controls, sample_next_token
 from minilm.tensor import Tensor
 
 
 @no_grad()
 def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
-             eos_id=None, rng=None, use_cache=True, on_token=None, stopping_criteria=None):
+             eos_id=None, rng=None, use_cache=True, on_token=None, stopping_criteria=None,
+             banned_tokens=None, logit_bias=None):
     """Extend each row of `idx` (B, T) int ids by up to max_new_tokens tokens.
 
     temperature=0 or greedy=True: always the most likely token.
@@ -45,6 +51,10 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
         (B, T + step + 1) ids so far; returns a (B,) bool array, True for rows that are done
         (e.g. a StopOnText). Rows once done stay done; the loop ends when all are. Tokens
         are still appended to done rows (the array stays rectangular): cut them afterwards.
+    banned_tokens: token ids never generated (greedy picks the best allowed one).
+    logit_bias: {token id: bias} added to the logits before temperature, top-k and top-p.
+        Both are checked against the model's vocabulary before the first step. eos_id filling
+        finished rows is not subject to them.
     Returns a NumPy int64 array (B, T + generated).
     """
     idx = np.asarray(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=np.int64)
@@ -54,6 +64,9 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
         raise ValueError("generate: the prompt is empty; give at least one token id")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    vocab_size = getattr(model.config, "vocab_size", None)
+    if vocab_size is not None:                  # fail before the first forward pass, naming the vocabulary
+        logit_controls(vocab_size, banned_tokens, logit_bias, "generate")
     rng = rng if rng is not None else np.random.default_rng()
     block = model.config.block_size                                     # the context length
     was_training = model.training
@@ -74,7 +87,8 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
                 logits = model(idx[:, -block:])                         # (B, T, V)
             last = logits.data[:, -1, :]                                # (B, V)
             nxt = np.asarray(sample_next_token(last, rng, temperature=temperature if not greedy else 1.0,
-                                               top_k=top_k, top_p=top_p, greedy=greedy)).reshape(-1)
+                                               top_k=top_k, top_p=top_p, greedy=greedy,
+                                               banned_tokens=banned_tokens, logit_bias=logit_bias)).reshape(-1)
             if eos_id is not None:
                 nxt = np.where(finished, eos_id, nxt)
                 finished |= nxt == eos_id
@@ -143,7 +157,8 @@ def generate_text(model, tokenizer, prompt, max_new_tokens, *, stop=(), on_text=
         not included in the returned text. Rows stop independently.
     on_text: for one prompt, called with each new piece of text as it is generated (never
         text at or past a stop string).
-    sampling: generate()'s keyword arguments (temperature, top_k, top_p, greedy, rng, use_cache, eos_id).
+    sampling: generate()'s keyword arguments (temperature, top_k, top_p, greedy, rng, use_cache, eos_id,
+        banned_tokens, logit_bias).
     Returns the continuation (without the prompt): a str for a str prompt, else a list of str.
     """
     single = isinstance(prompt, str)

@@ -14,6 +14,15 @@ probabilities add up to at least p. The order in `sample_next_token` is the
 usual one (Hugging Face's too): temperature, then top-k, then top-p, then a
 draw from the renormalized distribution.
 
+Control (before all of that): ``logit_bias={id: b}`` adds b to a token's logit
+(OpenAI's ``logit_bias`` API parameter; Hugging Face's SequenceBiasLogitsProcessor
+for one-token sequences), and ``banned_tokens=[id, ...]`` sets logits to -inf, so a
+banned token is never chosen, by sampling or by greedy decoding (Hugging Face's
+``bad_words_ids`` for one-token words). A bias shifts a token's log-probability
+before temperature: with T = 1, p_i becomes p_i e^b / sum_j p_j e^(b_j), so b = +10
+multiplies the odds of token i by e^10 ~ 22,000 against any unbiased token, and a
+bias of 0 changes nothing (the logits are bit for bit the same).
+
 Ties: both filters keep every token whose logit equals the logit at the cut,
 so equal logits are treated equally (no dependence on token order). With ties
 at the cut, top-k can keep more than k tokens and top-p more than the
@@ -108,6 +117,75 @@ def top_p_filter(logits, p):
     return np.where(logits < cut, -np.inf, logits).astype(logits.dtype, copy=False)
 
 
+def _token_ids(ids, vocab_size, where, what):
+    """ids as an int64 array, each in [0, vocab_size); errors name the bad id and the vocabulary size."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{where}: {what} must be token ids (ints), got the text {ids!r}; "
+                        f"encode it with the tokenizer first")
+    if isinstance(ids, numbers.Integral) and not isinstance(ids, bool):
+        ids = [ids]
+    ids = list(ids)
+    for i in ids:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"{where}: {what} must be int token ids, got {i!r}")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"{where}: token id {int(i)} in {what} is out of range for a vocabulary "
+                             f"of {vocab_size} tokens (ids 0..{vocab_size - 1})")
+    return np.array(ids, dtype=np.int64)
+
+
+def logit_controls(vocab_size, banned_tokens=None, logit_bias=None, where="logit_controls"):
+    """The (V,) float64 vector that banned_tokens and logit_bias add to the logits, or None for neither.
+
+    logit_bias: a mapping {token id: finite bias}. banned_tokens: token ids (an int is one id);
+    a banned token gets -inf, whatever its bias. Raises for an id outside [0, vocab_size), a
+    non-finite bias (ban a token with banned_tokens instead of a bias of -inf), and a ban of
+    every token (nothing could be chosen).
+    """
+    if banned_tokens is None and logit_bias is None:
+        return None
+    add = np.zeros(vocab_size, dtype=np.float64)
+    if logit_bias is not None:
+        if not hasattr(logit_bias, "items"):
+            raise TypeError(f"{where}: logit_bias must be a mapping {{token id: bias}}, "
+                            f"got {type(logit_bias).__name__}")
+        ids = _token_ids(list(logit_bias), vocab_size, where, "logit_bias")
+        for i, b in zip(ids.tolist(), logit_bias.values()):
+            if isinstance(b, bool) or not isinstance(b, numbers.Real):
+                raise TypeError(f"{where}: logit_bias[{i}] must be a number, got {b!r}")
+            if not np.isfinite(b):
+                raise ValueError(f"{where}: logit_bias[{i}] = {b!r} is not finite; "
+                                 f"to forbid a token, pass it in banned_tokens")
+            add[i] = b
+    if banned_tokens is not None:
+        banned = _token_ids(banned_tokens, vocab_size, where, "banned_tokens")
+        add[banned] = -np.inf
+        if np.isneginf(add).all():
+            raise ValueError(f"{where}: banned_tokens bans all {vocab_size} tokens; no token could be chosen")
+    return add
+
+
+def apply_logit_controls(logits, banned_tokens=None, logit_bias=None):
+    """logits (V,) or (B, V) with logit_bias added and banned tokens at -inf (a new array, same dtype).
+
+    The sum is taken in the logits' dtype. A bias so large that a logit overflows
+    to +inf (beyond ~3e38 in float32) is an error, not a silent NaN later.
+    """
+    logits = _as_logits(logits, "apply_logit_controls")
+    add = logit_controls(logits.shape[-1], banned_tokens, logit_bias, "apply_logit_controls")
+    return logits.copy() if add is None else _add_controls(logits, add, "apply_logit_controls")
+
+
+def _add_controls(logits, add, where):
+    with np.errstate(over="ignore"):
+        out = logits + add.astype(logits.dtype)                            # (..., V) + (V,)
+    if np.isposinf(out).any():
+        tokens = sorted(set(np.nonzero(np.isposinf(out))[-1].tolist()))
+        raise ValueError(f"{where}: logit_bias overflows the {logits.dtype} logits of token(s) {tokens[:5]} "
+                         f"to +inf; use a smaller bias")
+    return out
+
+
 def _inverse_cdf(weights, r):
     """For each row, the index i with C[i-1] <= r < C[i], C the running sum of weights (B, n).
 
@@ -149,9 +227,12 @@ def _draw_from_weights(weights, u, block=1024):
     return j * block + _inverse_cdf(blocks[rows, j], r_in)                # (B, block) -> (B,) token ids
 
 
-def sample_next_token(logits, rng, *, temperature=1.0, top_k=None, top_p=None, greedy=False):
+def sample_next_token(logits, rng, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
+                      banned_tokens=None, logit_bias=None):
     """Choose the next token from logits (V,) -> int, or (B, V) -> int64 array of shape (B,).
 
+    logit_bias ({id: bias}) and banned_tokens (ids) adjust the logits first (see
+    logit_controls); they apply to greedy decoding too.
     greedy=True or temperature == 0: the argmax (first index among ties); rng is not used.
     Otherwise: divide by temperature, apply top_k / top_p if given, take the
     softmax and draw one token per row by inverting the cumulative
@@ -179,6 +260,12 @@ def sample_next_token(logits, rng, *, temperature=1.0, top_k=None, top_p=None, g
         if np.isneginf(logits).all(axis=-1).any():
             raise ValueError(f"sample_next_token: a row of logits (shape {logits.shape}) is all -inf; "
                              f"no token can be chosen")
+    add = logit_controls(logits.shape[-1], banned_tokens, logit_bias, "sample_next_token")
+    if add is not None:
+        logits = _add_controls(logits, add, "sample_next_token")
+        if np.isneginf(logits).all(axis=-1).any():
+            raise ValueError(f"sample_next_token: every token the model allows in a row (logits of shape "
+                             f"{logits.shape}) is banned or biased down to -inf; no token can be chosen")
     single = logits.ndim == 1
     rows = logits.reshape(1, -1) if single else logits                  # (V,) -> (1, V)
 
