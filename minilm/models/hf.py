@@ -28,6 +28,12 @@ BERT (BertModel / BertForMaskedLM)            minilm BertModel / BertForMaskedLM
     cls.predictions.transform.dense / LayerNorm   transform / transform_norm
     cls.predictions.bias                          bias
     cls.predictions.decoder.weight / .bias        the tied word table / bias: checked equal, dropped
+
+Both directions: ``load_hf_gpt2`` / ``BertModel.from_pretrained`` read such a folder,
+``save_hf_gpt2`` / ``save_hf_bert`` (or ``save_hf`` for either) write one that
+Hugging Face's GPT2LMHeadModel / BertModel / BertForMaskedLM load with
+``from_pretrained`` (``minilm export`` does it for a run folder). A setting that
+Hugging Face's config cannot say (GPT with bias=False) is refused, never dropped.
 """
 import json
 import os
@@ -36,6 +42,7 @@ import warnings
 
 import numpy as np
 
+from minilm.io.atomic import atomic_write_text
 from minilm.io.safetensors import load_file, save_file
 from minilm.models.bert_config import BertConfig
 from minilm.models.gpt_config import GPTConfig
@@ -54,9 +61,9 @@ def read_folder(folder, where):
 
 
 def write_folder(folder, config, state):
+    """config.json + model.safetensors ({"format": "pt"} metadata, as transformers writes), each file atomic."""
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    atomic_write_text(os.path.join(folder, "config.json"), json.dumps(config, indent=2) + "\n")
     save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -182,17 +189,27 @@ def gpt_config_from_hf(hf):
                      initializer_range=float(hf.get("initializer_range", 0.02)))
 
 
-def gpt_config_to_hf(config):
-    """A Hugging Face GPT2Config-style dict, for config.json next to model.safetensors."""
+def gpt_config_to_hf(config, eos_token_id=None):
+    """A Hugging Face GPT2Config-style dict, for config.json next to model.safetensors.
+
+    eos_token_id: the tokenizer's end-of-text id, or None when it has none (a character
+    tokenizer); GPT-2 uses the same token to begin and end a text. Without it written
+    explicitly, transformers would assume GPT-2's own 50256.
+    """
     if not config.bias:
-        raise ValueError("gpt_config_to_hf: Hugging Face GPT-2 has no bias=False variant")
+        raise ValueError("gpt_config_to_hf: Hugging Face GPT-2 has no bias=False variant (its config cannot "
+                         "say that the linear layers and LayerNorms have no bias); export a model with bias=True")
+    if eos_token_id is not None and not 0 <= eos_token_id < config.vocab_size:
+        raise ValueError(f"gpt_config_to_hf: eos_token_id {eos_token_id} is not in the vocabulary of "
+                         f"{config.vocab_size} tokens")
     return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
             "vocab_size": config.vocab_size, "n_layer": config.n_layer, "n_head": config.n_head,
             "n_embd": config.n_embd, "n_positions": config.block_size, "n_ctx": config.block_size,
             "n_inner": None, "resid_pdrop": config.dropout, "embd_pdrop": config.dropout,
             "attn_pdrop": config.dropout, "layer_norm_epsilon": config.layer_norm_epsilon,
             "activation_function": "gelu_new" if config.activation == "gelu_tanh" else "gelu",
-            "initializer_range": config.initializer_range, "tie_word_embeddings": True}
+            "initializer_range": config.initializer_range, "tie_word_embeddings": True,
+            "bos_token_id": eos_token_id, "eos_token_id": eos_token_id}
 
 
 def load_hf_gpt2(folder, generator=None):
@@ -203,9 +220,9 @@ def load_hf_gpt2(folder, generator=None):
     return load_into(model, state, f"load_hf_gpt2({os.path.join(folder, 'model.safetensors')})")
 
 
-def save_hf_gpt2(model, folder):
+def save_hf_gpt2(model, folder, eos_token_id=None):
     """Write config.json + model.safetensors in Hugging Face GPT2LMHeadModel form (lm_head stays tied)."""
-    write_folder(folder, gpt_config_to_hf(model.config), gpt2_state_dict_to_hf(model.state_dict()))
+    write_folder(folder, gpt_config_to_hf(model.config, eos_token_id), gpt2_state_dict_to_hf(model.state_dict()))
 
 
 # ----- BERT ----------------------------------------------------------------------------------
@@ -300,6 +317,52 @@ def bert_config_from_hf(hf):
         raise ValueError("bert_config_from_hf: decoder / cross-attention BERTs are not supported")
     known = set(BertConfig.__dataclass_fields__)
     return BertConfig(**{k: v for k, v in hf.items() if k in known})
+
+
+def bert_config_to_hf(config, architecture):
+    """A Hugging Face BertConfig-style dict: BertConfig's fields already carry Hugging Face's names.
+
+    A pad_token_id outside the vocabulary (minilm's way of saying "no padding row") is
+    written as null: Hugging Face builds its word table with padding_idx=pad_token_id,
+    which must be a token id or None.
+    """
+    values = config.to_dict()
+    if not 0 <= values["pad_token_id"] < config.vocab_size:
+        values["pad_token_id"] = None
+    return {"architectures": [architecture], "model_type": "bert", **values,
+            "position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False,
+            "tie_word_embeddings": True}
+
+
+def save_hf_bert(model, folder):
+    """Write a minilm BertModel or BertForMaskedLM as a Hugging Face folder of the same class.
+
+    The reverse of load_bert_model / load_bert_for_masked_lm: names mapped by
+    bert_state_dict_to_hf (in_proj split into query, key, value). The MLM decoder is
+    the word table (tied), so, as in Hugging Face's own files, it is not stored twice.
+    A BertModel built without its pooler loads in transformers with
+    BertModel.from_pretrained(folder, add_pooling_layer=False).
+    """
+    from minilm.models.bert import BertForMaskedLM, BertModel                 # bert.py imports this module
+    if isinstance(model, BertForMaskedLM):
+        architecture = "BertForMaskedLM"
+    elif isinstance(model, BertModel):
+        architecture = "BertModel"
+    else:
+        raise TypeError(f"save_hf_bert: expected a BertModel or BertForMaskedLM, got {type(model).__name__}")
+    write_folder(folder, bert_config_to_hf(model.config, architecture), bert_state_dict_to_hf(model.state_dict()))
+
+
+def save_hf(model, folder, eos_token_id=None):
+    """save_hf_gpt2 for a GPT, save_hf_bert for a BertModel / BertForMaskedLM; other models are refused."""
+    from minilm.models.bert import BertForMaskedLM, BertModel
+    from minilm.models.gpt import GPT
+    if isinstance(model, GPT):
+        return save_hf_gpt2(model, folder, eos_token_id)
+    if isinstance(model, (BertModel, BertForMaskedLM)):
+        return save_hf_bert(model, folder)
+    raise TypeError(f"save_hf: {type(model).__name__} has no Hugging Face layout here "
+                    f"(GPT -> GPT2LMHeadModel, BertModel / BertForMaskedLM -> the same classes)")
 
 
 def load_bert_model(cls, folder, add_pooling_layer=None, generator=None):
