@@ -95,6 +95,8 @@ def cmd_lens(args):
         raise ValueError(f"--batches must be >= 0, got {args.batches}")
     model, tokenizer, config = _load(args.run)
     kind = config["pretrain"]["model"]
+    if args.batches and kind != "gpt":
+        raise ValueError("--batches measures the next-token loss, which needs a GPT run")
     ids = encode_text(model, tokenizer, args.text, kind)
     tr = interpret.trace(model, ids)
     if tr.lens_logits is None:
@@ -102,8 +104,6 @@ def cmd_lens(args):
     print(interpret.format_lens_table(interpret.token_strings(tokenizer, ids), tr.lens_logits, tokenizer,
                                       next_tokens=kind == "gpt"))
     if args.batches:
-        if kind != "gpt":
-            raise ValueError("--batches measures the next-token loss, which needs a GPT run")
         from minilm.pretrain import PretrainConfig, build_data, load_text
         cfg = dataclasses.replace(PretrainConfig.from_dict(config["pretrain"]), eval_batches=args.batches)
         _, val, _ = build_data(cfg, tokenizer, load_text(cfg), model)

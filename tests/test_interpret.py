@@ -299,3 +299,27 @@ def test_cli_viz_attention_missing_run(tmp_path, capsys):
     assert main(["viz", "attention", str(tmp_path / "nope"), "--text", "a", "--out", str(tmp_path / "p.html")]) == 2
     err = capsys.readouterr().err
     assert err == f"minilm viz: error: run folder {tmp_path / 'nope'} does not exist\n"
+
+
+def test_cli_viz_on_a_bert_run(tmp_path, capsys):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT)
+    run = str(tmp_path / "bert")
+    assert main(["train", "--model", "bert", "--preset", "bert-tiny", "--tokenizer", "bpe", "--vocab-size", "300",
+                 "--corpus", str(corpus), "--seq-len", "16", "--steps", "2", "--eval-interval", "2",
+                 "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--batch-size", "4", "--eval-batches", "1",
+                 "--out", run, "--backend", "numpy"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "bert.html"
+    assert main(["viz", "attention", run, "--text", "The return statement", "--out", str(out)]) == 0
+    data = viz_attention.read_page_data(out.read_text(encoding="utf-8"))
+    model, tok, _ = load_pretrained(run)
+    ids = [tok.token_to_id("[CLS]")] + tok.encode("The return statement") + [tok.token_to_id("[SEP]")]
+    np.testing.assert_array_equal(data["attention"], interpret.attention_maps(model, ids))
+    assert data["tokens"][0] == "[CLS]" and data["tokens"][-1] == "[SEP]" and data["causal"] is False
+    assert data["lens"]["kind"] == "token at the position"
+    assert main(["viz", "attention", run, "--text", "a" * 15, "--out", str(out)]) == 2
+    assert "(with [CLS] and [SEP]), longer than the model's context of 16" in capsys.readouterr().err
+    assert main(["viz", "lens", run, "--text", "The return", "--batches", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "needs a GPT run" in captured.err and captured.out == ""
