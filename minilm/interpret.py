@@ -34,6 +34,7 @@ import numpy as np
 
 from minilm.autograd import no_grad
 from minilm.models import GPT, BertForMaskedLM
+from minilm.models._inputs import check_id_range
 from minilm.models.bert import BertModel
 from minilm.nn import functional as F
 
@@ -99,6 +100,7 @@ def _run(model, ids):
     if kind == "gpt":
         if t > model.config.block_size:
             raise ValueError(f"interpret: {t} tokens exceed the model's context of {model.config.block_size}")
+        check_id_range(ids, model.config.vocab_size, "interpret.trace", "ids")
         x = model.drop(model.wte(ids) + model.wpe(np.arange(t)))                 # (B, T, C)
         blocks, read_out = model.blocks, lambda h: model.lm_head(model.ln_f(h))
     else:

@@ -123,6 +123,8 @@ def test_trace_restores_training_mode_and_checks_its_input(tiny_gpt):
         interpret.trace(model, [0] * 49)
     with pytest.raises(ValueError, match="non-empty"):
         interpret.trace(model, [])
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        interpret.trace(model, [tok.vocab_size])
     with pytest.raises(ValueError, match="one sequence"):
         interpret.trace(model, [[0, 1], [1, 0]])
     with pytest.raises(TypeError, match="GPT"):
