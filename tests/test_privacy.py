@@ -146,14 +146,14 @@ def test_dp_sgd_without_noise_is_the_clipped_sum_over_the_expected_lot():
     model = tiny_gpt(13, block=10, seed=6)
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, 13, (20, 10)), rng.integers(0, 13, (20, 10))
-    dp = DPSGD(model, SGD(model.parameters(), lr=0.1), 0.5, 0.0, 0.25, 20, np.random.default_rng(0),
+    dp = DPSGD(model, SGD(model.parameters(), lr=0.1), 0.5, 0.0, 0.2, 20, np.random.default_rng(0),
                microbatch_size=3)
     lot = np.array([1, 4, 5, 9, 17])
     private, stats = dp.private_gradient(lambda idx: example_losses(model(x[idx]), y[idx]), lot)
     grads, _ = per_example_grads(model, lambda: example_losses(model(x[lot]), y[lot]), 5)
     reference, _ = clipped_sum(grads, 0.5)
     for k in reference:
-        np.testing.assert_allclose(private[k], reference[k] / 5.0, rtol=1e-10, atol=1e-14)   # q N = 5
+        np.testing.assert_allclose(private[k], reference[k] / 4.0, rtol=1e-10, atol=1e-14)   # q N = 4, not 5
     assert stats["lot_size"] == 5
     noisy = DPSGD(model, SGD(model.parameters(), lr=0.1), 0.5, 2.0, 0.25, 20, np.random.default_rng(0))
     before = model.wte.weight.data.copy()
