@@ -75,10 +75,10 @@ def add_parsers(sub):
                                    "GPT2LMHeadModel, a BERT as BertForMaskedLM, loadable with transformers' "
                                    "from_pretrained(DIR). The run's tokenizer is copied beside it as "
                                    f"{EXPORTED_TOKENIZER} (minilm's format; Hugging Face's tokenizers do not read it).")
-    p.add_argument("run", help="run folder written by `minilm train` (or its checkpoint/ folder)")
+    p.add_argument("run", metavar="RUN", help="run folder written by `minilm train` (or its checkpoint/ folder)")
     p.add_argument("--format", dest="fmt", default="hf", metavar="FORMAT",
                    help=f"output format: {', '.join(FORMATS)} (Hugging Face transformers; the default)")
-    p.add_argument("--out", required=True, help="the folder to create (it must not exist, or be empty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to create (it must not exist, or be empty)")
 
 
 def cmd_export(args):
