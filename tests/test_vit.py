@@ -188,3 +188,27 @@ def test_digits_smoke_load_and_learn():
     assert dg.accuracy(model, data.test_images, data.test_labels) > 0.3      # chance is 0.1
     words = dg.greedy_words(dg.new_image_to_text(seed=0, num_layers=1), data.test_images[:3])
     assert len(words) == 3 and all(isinstance(w, str) for w in words)
+
+
+def test_attention_on_ink_and_the_cross_attention_plot():
+    model = dg.new_image_to_text(seed=0, num_layers=1, d_model=16, nhead=2, dim_feedforward=32)
+    ones, zeros = np.ones((3, 8, 8), np.float32), np.zeros((3, 8, 8), np.float32)
+    by_step, share = dg.attention_on_ink(model, ones)
+    assert share == 1.0 and np.allclose(by_step, 1.0, atol=1e-5)             # all weight is on ink
+    by_step, share = dg.attention_on_ink(model, zeros)
+    assert share == 0.0 and np.allclose(by_step, 0.0)
+    half = zeros.copy()
+    half[:, :4] = 1.0                                                         # ink in the top two patch rows
+    by_step, share = dg.attention_on_ink(model, half)
+    assert share == 0.5 and all(0.0 < v < 1.0 for v in by_step)
+    chars, w = dg.cross_attention(model, half[0])
+    assert w.shape == (len(chars), 4, 4) and np.allclose(w.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert chars[-1] == dg.EOS
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, dg.MAX_WORD + 1)
+    got_chars, got_w = dg.plot_cross_attention(axes, model, half[0])
+    plt.close(fig)
+    assert got_chars == chars and np.allclose(got_w, w)

@@ -136,15 +136,15 @@ def text_batch(labels):
 
 
 # ----------------------------------------------------------------------------- models and training
-def new_classifier(seed=0, **sizes):
+def new_classifier(seed=0, patch_size=2, **sizes):
     """A ViTClassifier for 8x8 digits (defaults: 2x2 patches, d_model 64, 4 heads, 2 layers, FF 128)."""
-    return ViTClassifier(ViTConfig(image_size=8, patch_size=2, num_classes=10, **sizes),
+    return ViTClassifier(ViTConfig(image_size=8, patch_size=patch_size, num_classes=10, **sizes),
                          generator=np.random.default_rng(seed))
 
 
-def new_image_to_text(seed=0, num_decoder_layers=1, **sizes):
-    """An ImageToText model for 8x8 digits with the character vocabulary ITOS."""
-    return ImageToText(ViTConfig(image_size=8, patch_size=2, **sizes), vocab_size=len(ITOS),
+def new_image_to_text(seed=0, num_decoder_layers=1, patch_size=2, **sizes):
+    """An ImageToText model for 8x8 digits with the character vocabulary ITOS (sizes as new_classifier)."""
+    return ImageToText(ViTConfig(image_size=8, patch_size=patch_size, **sizes), vocab_size=len(ITOS),
                        num_decoder_layers=num_decoder_layers, max_len=MAX_WORD + 1,
                        generator=np.random.default_rng(seed))
 
@@ -247,23 +247,61 @@ def cross_attention(model, image, layer=-1):
     return list(word) + [EOS], w.reshape(len(word) + 1, gh, gw)
 
 
-def plot_cross_attention(axes, model, image, layer=-1, alpha=0.55):
-    """One panel per written character: the image in grey, the cross-attention over its patches on top.
+def plot_cross_attention(axes, model, image, layer=-1):
+    """One panel per written character: the image in grey, the cross-attention over its patches in red.
 
     axes: a sequence of matplotlib Axes (at least len(word) + 1; extra ones are hidden).
-    Each patch's weight is spread over its 2x2 pixels (np.kron), so the heatmap sits on the image.
-    Returns the characters and the (T, gh, gw) weights.
+    Each patch's weight is spread over its pixels (np.kron) and drawn as red with opacity
+    proportional to the weight (the largest weight of the word is fully red), so the ink stays
+    visible under it; thin lines mark the patch grid. Returns the characters and the (T, gh, gw) weights.
     """
     chars, w = cross_attention(model, image, layer)
     ph, pw = model.encoder.patch_embed.patch_size
+    gh, gw = model.encoder.patch_embed.grid
     h, wd = image.shape
+    top = max(float(w.max()), 1e-9)
     for k, ax in enumerate(axes):
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
         if k >= len(chars):
+            ax.axis("off")
             continue
-        heat = np.kron(w[k], np.ones((ph, pw)))                             # (gh, gw) -> (H, W)
+        overlay = np.zeros((h, wd, 4))
+        overlay[..., 0] = 0.85                                              # red
+        overlay[..., 3] = 0.85 * np.kron(w[k], np.ones((ph, pw))) / top     # opacity = weight
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
-        ax.imshow(heat, cmap="magma", alpha=alpha, vmin=0, vmax=max(float(w.max()), 1e-9),
-                  extent=(-0.5, wd - 0.5, h - 0.5, -0.5))
+        ax.imshow(overlay)
+        for r in range(1, gh):
+            ax.axhline(r * ph - 0.5, color="0.6", lw=0.5)
+        for c in range(1, gw):
+            ax.axvline(c * pw - 0.5, color="0.6", lw=0.5)
         ax.set_title(repr(chars[k]) if chars[k] != EOS else "<eos>", fontsize=8)
     return chars, w
+
+
+def attention_on_ink(model, images, threshold=0.25, layer=-1):
+    """How much of the decoder's cross-attention falls on patches with ink, at each output step.
+
+    A patch "has ink" when its mean pixel is above threshold. For every image the model writes its
+    greedy word; then, step by step (step 1 writes the first character; the step after the last
+    character writes <eos>), the attention weight (mean of heads) on ink patches is summed and
+    averaged over the images whose word is that long. Returns (by_step list, ink_patch_share): the
+    second is the share of patches with ink, which is what attention spread evenly would give.
+    """
+    words = greedy_words(model, images)
+    tgt_in = np.full((len(images), MAX_WORD), PAD_ID, dtype=np.int64)
+    for i, word in enumerate(words):
+        ids = [BOS_ID] + encode_word(word)[:MAX_WORD - 1]
+        tgt_in[i, :len(ids)] = ids
+    with no_grad():
+        _, weights = model.decode(tgt_in, model.encode(images), need_weights=True)
+    w = weights[layer].mean(axis=1)                                          # (B, nh, T, N) -> (B, T, N)
+    x = model.encoder.patch_embed                                            # patch means, as patchify cuts
+    ph, pw = x.patch_size
+    gh, gw = x.grid
+    means = np.asarray(images).reshape(len(images), gh, ph, gw, pw).mean(axis=(2, 4)).reshape(len(images), -1)
+    ink = means > threshold                                                  # (B, N)
+    on_ink = (w * ink[:, None, :]).sum(-1)                                   # (B, T)
+    lengths = np.array([min(len(wd), MAX_WORD - 1) + 1 for wd in words])     # characters + <eos>
+    by_step = [float(on_ink[lengths > t, t].mean()) for t in range(MAX_WORD) if (lengths > t).any()]
+    return by_step, float(ink.mean())
