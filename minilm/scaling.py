@@ -295,6 +295,7 @@ def plot_study(study, path=None, live=None, title=None):
     if path is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
     fits = study.get("fits") or fit_study(study)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = (("size_sweep", "N", "L_of_N", "non-embedding parameters N"),
@@ -308,12 +309,15 @@ def plot_study(study, path=None, live=None, title=None):
         grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 200)
         ax.plot(grid, f["a"] * grid ** -f["alpha"] + f["c"], "-", color="C1",
                 label=f"fit {f['a']:.3g} {key}^-{f['alpha']:.3f} + {f['c']:.3f}")
-        ax.axhline(f["c"], color="C1", ls=":", lw=1, label=f"c = {f['c']:.3f}")
+        if f["c"] > 0:                          # c = 0 (the fit at its bound) has no place on log axes
+            ax.axhline(f["c"], color="C1", ls=":", lw=1, label=f"floor c = {f['c']:.3f}")
         if live and sweep == "size_sweep":
             ax.plot([r[key] for r in live], [r["val_loss"] for r in live], "x", color="C3", ms=10, mew=2,
                     label="re-run live")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FormatStrFormatter("%.1f"))
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss (nats / char)")
         fixed = (f"D = {study['size_sweep']['D']:,} tokens" if sweep == "size_sweep" else
