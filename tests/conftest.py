@@ -13,14 +13,26 @@ derandomized too (the same examples every run); HYPOTHESIS_PROFILE=default
 brings back random exploration.
 """
 import os
+import sys
 import zlib
+from pathlib import Path
 
-import numpy as np
-import pytest
+# `python -m pytest` puts the repository root on sys.path, and there the top-level kernels/ folder
+# (installed as minilm.kernels) would be found as `kernels`, shadowing the PyPI package of that name
+# that transformers 5 imports. minilm is imported from its installation (`pip install -e .`) instead.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
 
-import minilm
-from minilm import backend as _backend
-from minilm import random as _random
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+try:
+    import minilm  # noqa: E402
+except ImportError as err:
+    raise ImportError("minilm is not installed: run `pip install -e \".[test,fast]\"` in the repository "
+                      "first (README, 'Two commands')") from err
+from minilm import backend as _backend  # noqa: E402
+from minilm import random as _random  # noqa: E402
 
 GLOBAL_SEED = 0
 
