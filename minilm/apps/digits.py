@@ -28,7 +28,9 @@ The split is fixed: a seeded stratified split holds out 20% of each digit
 shifts each training image by up to one pixel in each direction (zeros fill
 in), a cheap guard because a ViT is told nothing about which patches are
 neighbours and 1,438 images are few to learn that from; the test images are
-never shifted. (benchmarks/digits_vit.py --shift 0 measures what it buys.)
+never shifted. It buys little here: over the benchmark's three seeds the ViT's mean test accuracy
+was 97.0% with the shift and 96.8% without (`python benchmarks/digits_vit.py` against
+`python benchmarks/digits_vit.py --shift 0`), less than the spread between seeds.
 """
 import time
 from dataclasses import dataclass
