@@ -6,9 +6,9 @@ image-to-text model writes each digit's English word while cross-attending to th
 
 Data: 1,797 images, a fixed stratified split (seed 0): 1,438 training, 359 test
 (minilm/apps/digits.py). Both models use 2x2 patches (16 patch tokens), d_model 64, 4 heads, 2
-encoder layers; the image-to-text model adds one decoder layer (the translator's) over a
-16-character vocabulary. Baseline: 1-nearest-neighbour on raw pixels (Euclidean), which needs no
-training: it says how hard the test set is.
+encoder layers; the image-to-text model adds one decoder layer (the translator's) over an
+18-token vocabulary (15 letters, <pad>, <bos>, <eos>). Baseline: 1-nearest-neighbour on raw pixels
+(Euclidean), which needs no training: it says how hard the test set is.
 
 Prints a table and writes benchmarks/results/digits_vit.json and digits_vit.png (test images with
 the ViT's digit and the written word, and the decoder's cross-attention over the patches while it

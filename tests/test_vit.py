@@ -212,3 +212,10 @@ def test_attention_on_ink_and_the_cross_attention_plot():
     got_chars, got_w = dg.plot_cross_attention(axes, model, half[0])
     plt.close(fig)
     assert got_chars == chars and np.allclose(got_w, w)
+
+
+def test_arrays_take_the_models_dtype_and_tensors_are_kept():
+    emb = PatchEmbedding(4, 2, embed_dim=3, generator=_rng(22))
+    assert emb(np.ones((1, 4, 4), np.float64)).dtype == np.float32
+    assert emb(np.full((1, 4, 4), 255, np.uint8)).dtype == np.float32
+    assert emb.double()(np.ones((1, 4, 4), np.float32)).dtype == np.float64

@@ -45,7 +45,7 @@ from minilm.optim.lr_scheduler import WarmupCosine
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
-ITOS = [PAD, BOS, EOS] + sorted(set("".join(WORDS)))                        # 3 specials + 16 letters
+ITOS = [PAD, BOS, EOS] + sorted(set("".join(WORDS)))                        # 3 specials + the 15 letters used
 STOI = {s: i for i, s in enumerate(ITOS)}
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 MAX_WORD = max(len(w) for w in WORDS) + 1                                   # longest word + <eos>

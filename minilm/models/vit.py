@@ -49,16 +49,17 @@ def _pair(size, where, name):
     return int(pair[0]), int(pair[1])
 
 
-def as_images(images, in_channels, where="as_images"):
+def as_images(images, in_channels, where="as_images", dtype=np.float32):
     """images as a Tensor of shape (B, C, H, W); (B, H, W) is accepted when in_channels == 1.
 
-    NumPy arrays are converted (float64 stays float64, everything else becomes float32).
+    Arrays and lists are converted to `dtype` (the model's: uint8 pixels or float64 arrays would
+    otherwise make a float32 model compute in another precision); Tensors are used as they are.
     """
     if not isinstance(images, Tensor):
         arr = np.asarray(images)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{where}: images must be numbers, got dtype {arr.dtype}")
-        images = Tensor(arr if arr.dtype == np.float64 else arr.astype(np.float32))
+        images = Tensor(arr.astype(dtype))
     if images.ndim == 3:
         if in_channels != 1:
             raise ValueError(f"{where}: images of shape {images.shape} have no channel axis, but the model "
@@ -112,7 +113,7 @@ class PatchEmbedding(Module):
         self.proj = Linear(self.in_channels * ph * pw, self.embed_dim, generator=generator)
 
     def forward(self, images):
-        x = as_images(images, self.in_channels, "PatchEmbedding")
+        x = as_images(images, self.in_channels, "PatchEmbedding", self.proj.weight.dtype)
         if tuple(x.shape[2:]) != self.image_size:
             raise ValueError(f"PatchEmbedding: images are {x.shape[2]}x{x.shape[3]}, this embedding was built "
                              f"for {self.image_size[0]}x{self.image_size[1]}")
