@@ -88,6 +88,35 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
+    _post_accumulate_grad_hooks = None    # {id: fn}, created by the first registration
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(tensor) during backward(), right after this leaf's .grad is accumulated (PyTorch's name).
+
+        A leaf's gradient is final once every op that used it has run its
+        backward; the hook fires then, once per backward() that reaches this
+        leaf, with the summed .grad (grads from earlier backward calls included,
+        as in gradient accumulation). Leaves finish in roughly the reverse order
+        of their use in the forward pass, so data parallelism
+        (minilm.distributed.ddp) can start all-reducing the last layers'
+        gradients while backward still runs through the first ones.
+        Returns a handle; handle.remove() unregisters the hook.
+        """
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors get an accumulated .grad; "
+                               "this tensor was computed by an op (use it on a parameter or a tensor created "
+                               "with requires_grad=True)")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: this tensor does not require grad, so "
+                               "backward never accumulates a .grad into it")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        if self._post_accumulate_grad_hooks is None:
+            self._post_accumulate_grad_hooks = {}
+        handle = _HookHandle(self._post_accumulate_grad_hooks)
+        self._post_accumulate_grad_hooks[handle.id] = hook
+        return handle
+
     def retain_grad(self):
         """Keep .grad on this intermediate tensor after backward (for inspection)."""
         self._retains_grad = True
@@ -145,6 +174,10 @@ class Tensor:
                 node.grad = g_full if node.grad is None else node.grad + g_full
             ctx = node._ctx
             if ctx is None:
+                # every consumer of this leaf ran before it (topological order): its .grad is final
+                if node._post_accumulate_grad_hooks:
+                    for hook in list(node._post_accumulate_grad_hooks.values()):
+                        hook(node)
                 continue
             input_grads = ctx.backward(g)
             if anomaly._state["enabled"]:       # detect_anomaly(): off by default, one check
@@ -280,6 +313,18 @@ class Tensor:
         return split(self, split_size_or_sections, axis=axis)
 
 
+class _HookHandle:
+    """What register_post_accumulate_grad_hook returns: .remove() takes the hook out (twice is harmless)."""
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self._hooks, self.id = hooks, _HookHandle._next_id
+        _HookHandle._next_id += 1
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+
 def _pick(numpy_name, torch_name):
     return numpy_name if torch_name is None else torch_name
 
@@ -318,7 +363,11 @@ def _topological_order(root):
             raise RuntimeError(f"backward: the graph through {ctx.name} was already freed by an "
                                f"earlier backward(); pass retain_graph=True to the first call if "
                                f"you need to backpropagate twice")
-        for parent in ctx.inputs:
-            if parent is not None and parent.requires_grad and id(parent) not in visited:
-                stack.append((parent, False))
+        parents = [p for p in ctx.inputs if p is not None and p.requires_grad and id(p) not in visited]
+        # Leaves go below the inputs that have graphs of their own, so they are emitted just before
+        # this node and come out of backward right after it (a layer's weights get their final .grad
+        # as soon as that layer is done, which lets data parallelism start reducing them while backward
+        # runs on). Leaves have no inputs, so the order among the other nodes, and every sum, is unchanged.
+        stack.extend((p, False) for p in parents if p._ctx is None)
+        stack.extend((p, False) for p in parents if p._ctx is not None)
     return order
