@@ -7,8 +7,9 @@ batch, and averages gradients with MPI all-reduce (ddp.py), in buckets
 (buckets.py) reduced while backward still runs. comm.py has the set-up:
 the communicator, broadcasting rank 0's weights, checking that every rank
 has the same configuration. cost_model.py predicts what the all-reduces
-cost on N machines (import it as minilm.distributed.cost_model). mpi4py is imported only when first needed, so
-this package imports without it (pip install "minilm[mpi]" to use it).
+cost on N machines (import it as minilm.distributed.cost_model). mpi4py is
+imported only when first needed, so this package imports without it
+(pip install "minilm[mpi]" to use it).
 """
 from minilm.distributed.buckets import Bucket, bucket_parameters, flatten_into, unflatten
 from minilm.distributed.comm import (broadcast_parameters, check_same_config, config_digest, get_rank,
