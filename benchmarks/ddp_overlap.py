@@ -20,17 +20,20 @@ host (the all-reduce goes through shared memory and takes a small share of a
 step), the saving can be within noise; the JSON says what was measured.
 
 Measured (2026-12-03, 2 CPU cores shared with a CI job; 834k parameters, 9 buckets of
-<= 0.5 MB, 3.34 MB all-reduced per rank per step, global batch 16 x 64 tokens):
+<= 0.5 MB, 3.34 MB all-reduced per rank per step, global batch 16 x 64 tokens), three runs
+of the same command, the first one committed as the JSON:
 
-    | run               | overlap step | blocking step | all-reduce alone | saving           |
-    | committed JSON    | 132.6 ms     | 134.3 ms      | 0.9 ms           | +1.8 ms (+1.3%)  |
-    | an earlier run    | 123.3 ms     | 116.8 ms      | 0.7 ms           | -6.6 ms (-5.6%)  |
+    | run | overlap step | blocking step | all-reduce alone | saving (medians) | paired saving |
+    | 1   | 124.0 ms     | 133.2 ms      | 1.7 ms           | +9.2 ms (+6.9%)  | -3.4 ms       |
+    | 2   | 139.9 ms     | 135.5 ms      | 3.6 ms           | -4.4 ms (-3.2%)  | +1.4 ms       |
+    | 3   | 136.8 ms     | 142.8 ms      | 2.2 ms           | +6.0 ms (+4.2%)  | +7.2 ms       |
 
-Step times spread over tens of ms (quartiles in the JSON), while the reductions themselves
-take under 1 ms here: at most ~1% of a step could be hidden, and the measured difference is
-noise. finish() takes ~10 ms in both modes, mostly waiting for the slower rank (the cores are
-shared) and writing the averaged gradients back. Overlap matters where communication is a
-real share of the step (ranks on different machines; see minilm.distributed.cost_model).
+The reductions themselves take 1.7-3.6 ms of a ~130 ms step here, so overlap can hide at most
+that much; the measured "savings" swing from -4 to +9 ms, larger than what there is to save:
+noise from the shared cores (step quartiles in the JSON span ~30 ms). finish() takes
+~40-60 ms in both modes, mostly waiting for the slower rank, whose backward shares a core.
+Overlap matters where communication is a real share of the step (ranks on different
+machines; see minilm.distributed.cost_model), not on one host's shared memory.
 """
 import argparse
 import json

@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 
-from minilm import Tensor
 from minilm.distributed import (bucket_parameters, config_digest, flatten_into, shard_batch, shard_loss_scale,
                                 unflatten)
 from minilm.distributed import comm as dist_comm
@@ -186,5 +185,3 @@ def test_hooks_are_registered_only_with_overlap():
     assert ddp.bytes_per_step == 4 * sum(p.data.size for p in model.parameters())
     ddp.remove_hooks()
     assert not any(p._post_accumulate_grad_hooks for p in model.parameters())
-    x = Tensor(np.ones(2, dtype=np.float32))
-    assert x.shape == (2,)

@@ -15,8 +15,10 @@ Overlap. Gradients are grouped into buckets (minilm.distributed.buckets),
 last layers first. A post-accumulate hook on every parameter copies its
 gradient into its bucket as soon as backward has finished it; when a bucket
 is full a non-blocking MPI Iallreduce starts on it while backward goes on
-through the earlier layers. finish() waits for the outstanding reductions
-before the optimizer step. Buckets are always started in the same order
+through the earlier layers. The first step's buckets follow the reverse of
+the parameters' registration; after it they are regrouped in the order
+backward actually produced the gradients (as PyTorch's DDP does). finish()
+waits for the outstanding reductions before the optimizer step. Buckets are always started in the same order
 (0, 1, 2, ...) on every rank, because MPI matches collectives by their order.
 Without an asynchronous progress thread, MPICH moves a non-blocking
 reduction forward only inside MPI calls, so the hooks also poke the
@@ -41,6 +43,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from minilm.backend import array_module
 from minilm.distributed import comm as _comm
 from minilm.distributed.buckets import bucket_parameters
 
@@ -84,11 +87,11 @@ class DistributedDataParallel:
             _comm.check_same_config({"parameters": _comm.parameter_layout(model)}, comm,
                                     what="parameter layout (names, shapes, dtypes)")
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.buckets = bucket_parameters(self.params, bucket_cap_mb)
-        self._where = {}
-        for bucket in self.buckets:
-            for j, p in enumerate(bucket.params):
-                self._where[id(p)] = (bucket, j)
+        self.bucket_cap_mb = bucket_cap_mb
+        self._set_buckets(self.params)
+        self._arrival = []             # parameter indices in the order the first backward finished them
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self._rebuilt = not self.overlap
         self._handles = ([p.register_post_accumulate_grad_hook(self._on_grad_ready) for p in self.params]
                          if self.overlap else [])
         self._sync = True
@@ -111,6 +114,12 @@ class DistributedDataParallel:
     def buckets_started(self):
         """How many buckets' reductions have been started since the last finish() (overlap=True)."""
         return self._next
+
+    @property
+    def grads_pending_at_start(self):
+        """For each bucket started since the last finish(): how many parameters' gradients backward had
+        still to produce when its reduction began (> 0: it overlapped with backward)."""
+        return list(self._pending_at_start)
 
     @contextmanager
     def no_sync(self):
@@ -153,9 +162,11 @@ class DistributedDataParallel:
             for p, offset in zip(bucket.params, bucket.offsets):
                 flat = bucket.buffer[offset:offset + p.data.size]
                 grad = flat.reshape(p.shape).astype(p.data.dtype, copy=True)
-                p.grad = grad if p.device == "cpu" else _comm.array_module(p.data).asarray(grad)
+                p.grad = grad if p.device == "cpu" else array_module(p.data).asarray(grad)
         self.last_wait_s = time.perf_counter() - start
         self._reset()
+        if not self._rebuilt:
+            self._rebuild_buckets()
 
     wait = finish
 
@@ -166,11 +177,38 @@ class DistributedDataParallel:
         self._handles = []
 
     # ----- the machinery -----------------------------------------------------------------
+    def _set_buckets(self, params_in_registration_order):
+        self.buckets = bucket_parameters(params_in_registration_order, self.bucket_cap_mb)
+        self._where = {}
+        for bucket in self.buckets:
+            for j, p in enumerate(bucket.params):
+                self._where[id(p)] = (bucket, j)
+
+    def _rebuild_buckets(self):
+        """After the first step, regroup the buckets in the order backward really finished the gradients.
+
+        Registration order is only a guess at the reverse of backward's order: a
+        block that registers its LayerNorms before its attention puts a norm of
+        the first layer it runs into the first bucket, which then waits for
+        nearly the whole block. PyTorch's DDP rebuilds its buckets after the
+        first iteration for the same reason. Rank 0's order is broadcast, so
+        every rank lays out (and starts) the same buckets. Parameters that got
+        no gradient go last.
+        """
+        self._rebuilt = True
+        order = self.comm.bcast(self._arrival, root=0)
+        seen = set(order)
+        order += [i for i in range(len(self.params)) if i not in seen]
+        # bucket_parameters takes registration order and fills from the end: hand it the reverse
+        self._set_buckets([self.params[i] for i in reversed(order)])
+        self._reset()
+
     def _reset(self):
         self._copied = set()
         self._missing = [len(b.params) for b in self.buckets]
         self._requests = [None] * len(self.buckets)
         self._next = 0                 # the next bucket to start; buckets start in order on every rank
+        self._pending_at_start = []
 
     def _copy(self, bucket, j, p):
         if p.data.dtype.kind != "f":
@@ -192,6 +230,8 @@ class DistributedDataParallel:
             raise RuntimeError("DistributedDataParallel: a second backward() reached a parameter before "
                                "finish(); for gradient accumulation run the earlier micro-steps inside "
                                "`with ddp.no_sync():` and call finish() once per optimizer step")
+        if not self._rebuilt:
+            self._arrival.append(self._index[id(p)])
         bucket, j = self._where[id(p)]
         self._copy(bucket, j, p)
         MPI = _comm.mpi()
@@ -205,6 +245,7 @@ class DistributedDataParallel:
         while self._next < len(self.buckets) and self._missing[self._next] == 0:
             bucket = self.buckets[self._next]
             self._requests[self._next] = self.comm.Iallreduce(MPI.IN_PLACE, bucket.buffer, op=MPI.SUM)
+            self._pending_at_start.append(sum(self._missing))
             self._next += 1
 
 

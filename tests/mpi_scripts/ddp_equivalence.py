@@ -117,6 +117,11 @@ def train_ddp(comm, make_model, batches, loss_fn, overlap, bucket_cap_mb):
                 # with overlap, every bucket's reduction was started by the hooks during that backward
                 expected = len(ddp.buckets) if overlap else 0
                 assert ddp.buckets_started == expected, f"{ddp.buckets_started} buckets started, not {expected}"
+                if overlap and losses:   # after the first step's regrouping, the first bucket (last layers)
+                    # started while most gradients were still to come
+                    pending = ddp.grads_pending_at_start
+                    assert pending[0] > len(ddp.params) // 2, f"no overlap with backward: {pending}"
+                    ddp.pending_log = pending
             # the global micro-batch loss: the ranks' (weighted) losses averaged
             total += comm.allreduce(loss.item() * scale, op=_sum(comm)) / size
         ddp.finish()
@@ -147,6 +152,7 @@ def compare(comm, name, make_model, batches, loss_fn, overlap, bucket_cap_mb):
     assert all(d == digests[0] for d in digests), f"{name}: the ranks' weights diverged"
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses))
     return {"check": name, "buckets": len(ddp.buckets), "bytes_per_step": ddp.bytes_per_step,
+            "grads_pending_at_bucket_starts": getattr(ddp, "pending_log", None), "parameters": len(ddp.params),
             "max_loss_rel_err": loss_err, "max_weight_abs_err": worst, "losses": losses, "ref_norms": ref_norms}
 
 
