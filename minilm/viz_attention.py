@@ -167,8 +167,8 @@ function colour(w) {
   const c = [255 + (8 - 255) * w, 255 + (48 - 255) * w, 255 + (107 - 255) * w].map(Math.round);
   return "rgb(" + c.join(",") + ")";
 }
-// a token made visible, as minilm.interpret.show_token does: \n, \t, \r, a space as \u2423, other
-// control and separator characters as \uXXXX
+// a token made visible, as minilm.interpret.show_token does: \n, \t, \r, a space as \u2423, and any
+// other control or separator character as a \u escape of its code point (four hex digits)
 const VISIBLE = { "\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "\u2423" };
 function show(t) {
   return Array.from(t).map(c => VISIBLE[c] || (/[\p{C}\p{Z}]/u.test(c) ?
