@@ -27,6 +27,7 @@ import minilm
 from minilm import cli_apps, cli_export, cli_transfer, cli_viz
 from minilm.autograd import no_grad
 from minilm.data.download import DownloadError
+from minilm.distributed.training import LaunchError, PeerError, discard_stream, world_from_launcher
 from minilm.generate import StopOnText, TextStreamer, generate
 from minilm.models import BertConfig, GPTConfig
 from minilm.models.bert_config import PRESETS as BERT_PRESETS
@@ -140,6 +141,9 @@ def _add_train_parser(sub):
     p.add_argument("--samples", type=_number(int, Limits(0)), default=1,
                    help="print this many generated samples at each evaluation (GPT)")
     p.add_argument("--backend", choices=["numpy", "numba", "cuda"], help="kernel backend (default: numba if installed)")
+    p.add_argument("--zero", action="store_true",
+                   help="under `mpirun -n N`: shard AdamW's moments over the N ranks (ZeRO stage 1); "
+                        "checkpoints are the same files either way")
     return p
 
 
@@ -222,6 +226,12 @@ def cmd_train(args):
         values["tokenizer"] = DEFAULT_TOKENIZER[args.model]
     cfg = PretrainConfig(**values)
     _check_out_dir(cfg.out_dir)
+    # `mpirun -n N minilm train ...`: N ranks train one model data-parallel; rank 0 alone writes and prints
+    comm = world_from_launcher()
+    is_main = comm is None or comm.Get_rank() == 0
+    if args.zero and comm is None:
+        raise ValueError("--zero shards the optimizer state over MPI ranks; start the run with "
+                         "`mpirun -n N minilm train ... --zero` (N >= 2)")
 
     def show_samples(trainer, bar):
         if cfg.model != "gpt" or args.samples <= 0:
@@ -237,16 +247,22 @@ def cmd_train(args):
         if getattr(args, name) == "auto":
             typed.discard(name)       # "auto" asks for nothing in particular: --resume keeps the saved one
     trainer, tokenizer = prepare(cfg, resume=args.resume, on_eval=show_samples, overwrite=args.overwrite,
-                                 explicit=typed)
+                                 explicit=typed, comm=comm, zero=args.zero,
+                                 progress_stream=None if is_main else discard_stream())
     cfg = trainer.config              # with --resume: the saved run's settings
     model = trainer.model
-    print(f"minilm train: {cfg.model} '{cfg.preset}' with {model.num_parameters():,} parameters, "
-          f"vocab {tokenizer.vocab_size}, context {context_length(model)}, "
-          f"from step {trainer.step} to {cfg.steps}; backend {minilm.get_backend()}", file=sys.stderr)
+    if is_main:
+        ranks = "" if comm is None else (f"; {comm.Get_size()} ranks (MPI), each {cfg.batch_size // comm.Get_size()} "
+                                         f"of every {cfg.batch_size} sequences" + (", ZeRO-1" if args.zero else ""))
+        print(f"minilm train: {cfg.model} '{cfg.preset}' with {model.num_parameters():,} parameters, "
+              f"vocab {tokenizer.vocab_size}, context {context_length(model)}, "
+              f"from step {trainer.step} to {cfg.steps}; backend {minilm.get_backend()}{ranks}", file=sys.stderr)
     # A diverging run overflows on its way to the NaN loss the Trainer reports (TrainingDiverged,
     # one line naming the step and the op): NumPy's warnings about it would only bury that line.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         history = trainer.fit()   # Ctrl-C: the Trainer saves a checkpoint, main() exits with 130
+    if not is_main:
+        return 0
     png = plot_loss_curves(trainer.out_dir / "metrics.jsonl", trainer.out_dir / "loss.png",
                            title=f"{cfg.model} {cfg.preset} on {cfg.corpus}")
     last = [r for r in history if "val_loss" in r]
@@ -454,7 +470,7 @@ def main(argv=None):
                 "fill-mask": cmd_fill_mask, "info": cmd_info, **cli_transfer.HANDLERS,
                 **cli_apps.HANDLERS, **cli_viz.HANDLERS, **cli_export.HANDLERS}
     # The errors a user can cause and fix; anything else is a bug in minilm and keeps its traceback.
-    user_errors = (ValueError, OSError, TrainingDiverged, DownloadError)
+    user_errors = (ValueError, OSError, TrainingDiverged, DownloadError, LaunchError, PeerError)
     try:
         if getattr(args, "backend", None):
             minilm.set_backend(args.backend)

@@ -25,6 +25,10 @@ class AutoregressiveLM:
         _, loss = model(x, targets=y)
         return loss, int(y.size)
 
+    def count(self, batch):
+        """How many terms the loss averages over: every target (data parallelism weighs shards by it)."""
+        return int(batch[1].size)
+
     @no_grad()
     def evaluate(self, model, batches):
         total, count = 0.0, 0
@@ -50,6 +54,10 @@ class MaskedLM:
         _, loss = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch["token_type_ids"], labels=batch["labels"])
         return loss, int(batch["attention_mask"].sum())
+
+    def count(self, batch):
+        """How many terms the loss averages over: the chosen (masked) positions only."""
+        return int((np.asarray(batch["labels"]) != self.ignore_index).sum())
 
     @no_grad()
     def evaluate(self, model, batches):

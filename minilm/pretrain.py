@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from minilm import random as minilm_random
+from minilm.distributed.training import on_main
 from minilm.data import ARBatcher, MLMBatcher, encode_to_array, iter_eval_batches, load_corpus, split_text
 from minilm.io.checkpoint import load_checkpoint, take_prefix
 from minilm.models import GPT, BertConfig, BertForMaskedLM, GPTConfig
@@ -203,7 +204,8 @@ def build_data(cfg, tokenizer, text, model):
 
 
 # ----- the whole run ------------------------------------------------------------------------
-def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=None, on_eval=None):
+def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=None, on_eval=None,
+            comm=None, zero=False):
     """Build everything for a run in cfg.out_dir; returns (trainer, tokenizer).
 
     A new run needs an empty (or new) folder; overwrite=True first deletes the
@@ -212,6 +214,8 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
     (the CLI passes the flags typed); those that differ from the saved config are
     refused, except RESUME_MAY_CHANGE, which are taken and reported on stderr.
     explicit=None means {"steps"}.
+    comm, zero: train data-parallel over an MPI communicator's ranks (see minilm.train.Trainer);
+    rank 0 alone claims the folder and trains the tokenizer, which the other ranks then read.
     """
     if resume and overwrite:
         raise ValueError("--resume continues the run in the folder and --overwrite deletes it: give one of them")
@@ -221,20 +225,32 @@ def prepare(cfg, resume=False, overwrite=False, explicit=None, progress_stream=N
         cfg = _resumed_config(cfg, out, ckpt, {"steps"} if explicit is None else set(explicit), progress_stream)
     else:
         cfg.check()
-        _claim_run_folder(out, overwrite)
+        on_main(comm, lambda: _claim_run_folder(out, overwrite), f"claim the run folder {out}")
     minilm_random.manual_seed(cfg.seed)
     text = load_text(cfg)
     tok_path = out / TOKENIZER_FILE
-    tokenizer = load_tokenizer(tok_path) if resume else build_tokenizer(cfg, text)
-    model = build_model(cfg, tokenizer.vocab_size)
-    batcher, val, objective = build_data(cfg, tokenizer, text, model)
-    if not resume:                              # the first file of the run: a run that cannot start writes none
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_path)               # atomic; before any checkpoint, so a checkpoint always finds its tokenizer
+
+    def build_all(tokenizer):
+        model = build_model(cfg, tokenizer.vocab_size)
+        return (tokenizer, model, *build_data(cfg, tokenizer, text, model))
+
+    def start_run():
+        built = build_all(build_tokenizer(cfg, text))
+        out.mkdir(parents=True, exist_ok=True)  # the first file of the run: a run that cannot start writes none
+        built[0].save(tok_path)                 # atomic; before any checkpoint, so a checkpoint always finds its tokenizer
+        return built
+
+    if resume:
+        built = build_all(load_tokenizer(tok_path))
+    else:
+        built = on_main(comm, start_run, f"start the run in {out}")
+        if built is None:                       # ranks 1..N-1: rank 0's tokenizer, read back, so all are the same
+            built = build_all(load_tokenizer(tok_path))
+    tokenizer, model, batcher, val, objective = built
     config = {"pretrain": cfg.to_dict(), "model_type": cfg.model,
               "model_config": dataclasses.asdict(model.config), "tokenizer_sha256": tokenizer_sha256(tok_path)}
     trainer = Trainer(model, objective, batcher, val, cfg, checkpoint_config=config, on_eval=on_eval,
-                      progress_stream=progress_stream)
+                      progress_stream=progress_stream, comm=comm, zero=zero)
     if resume:
         trainer.resume(ckpt)
     return trainer, tokenizer

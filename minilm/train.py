@@ -12,6 +12,14 @@ continues with exactly the loss curve an uninterrupted run would have drawn.
 The run folder's layout, and the checks on everything read back from it, are in
 `minilm.run_folder`.
 
+Data parallelism: give the Trainer an MPI communicator (`comm=`, e.g.
+`minilm.distributed.world()` under `mpirun -n N`) and every rank trains a
+replica on its 1/N of each global batch, gradients averaged by all-reduce;
+rank 0 alone writes the run folder and evaluates (minilm.distributed.training).
+`zero=True` also shards AdamW's moments over the ranks (ZeRO stage 1).
+Checkpoints are the same files whatever the number of ranks, so a run can
+resume on a different N.
+
 Ctrl-C is honoured only between steps: a checkpoint taken halfway through a
 step (its batch drawn, its dropout masks used, half its weights updated) would
 not be a state the uninterrupted run ever passed through. So while `fit()`
@@ -20,6 +28,7 @@ evaluation and metrics line), saves and raises KeyboardInterrupt. A second
 Ctrl-C stops at once: the step in flight is undone if its weights were not yet
 touched, and otherwise abandoned, keeping the last complete checkpoint.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +42,7 @@ import numpy as np
 
 from minilm import random as minilm_random
 from minilm.autograd.anomaly import AnomalyError, detect_anomaly
+from minilm.distributed.training import DataParallel, OneProcess, discard_stream
 from minilm.io.atomic import atomic_folder, atomic_write_text
 from minilm.io.checkpoint import WEIGHTS_NAME, add_prefix, load_checkpoint, save_checkpoint, take_prefix
 from minilm.optim import AdamW, clip_grad_norm_, flatten_optimizer_state, param_groups_for_weight_decay
@@ -87,14 +97,16 @@ class Trainer:
     betas = (0.9, 0.99)             # AdamW's (beta1, beta2), as nanoGPT's small models
 
     def __init__(self, model, objective, train_batcher, val_batches, config=None, *,
-                 checkpoint_config=None, on_eval=None, progress_stream=None):
+                 checkpoint_config=None, on_eval=None, progress_stream=None, comm=None, zero=False):
         """Trainer(model, objective, train_batcher, val_batches, config: TrainConfig).
 
         objective: .loss(model, batch) and .evaluate(model, batches) (minilm.objectives);
         train_batcher: .next_batch(), .state_dict(), .load_state_dict();
         val_batches: a function returning a fresh iterable of validation batches;
         checkpoint_config: the JSON-able dict every checkpoint saves as config.json;
-        on_eval(trainer, progress_bar): called after each evaluation (e.g. to print samples).
+        on_eval(trainer, progress_bar): called after each evaluation (e.g. to print samples);
+        comm: an MPI communicator to train data-parallel over its ranks (None or one rank: alone);
+        zero: with comm, shard the optimizer state over the ranks (ZeRO stage 1).
         """
         self.config = config = config if config is not None else TrainConfig()
         if config.steps < 1 or config.grad_accum < 1:
@@ -105,8 +117,17 @@ class Trainer:
         self.checkpoint_config = dict(checkpoint_config or {})
         self.on_eval = on_eval
         self.progress_stream = progress_stream
+        if comm is not None and comm.Get_size() > 1:
+            batch_size = getattr(train_batcher, "batch_size", None)
+            if batch_size is None:
+                raise TypeError("Trainer: data-parallel training needs a batcher with a batch_size attribute")
+            self.run = DataParallel(model, comm, batch_size, config=self.checkpoint_config, zero=zero)
+            self.run.own_dropout_streams(module_generators(model))
+        else:
+            self.run = OneProcess()
         groups = param_groups_for_weight_decay(model.named_parameters(), config.weight_decay)
-        self.optimizer = AdamW(groups, lr=config.lr, betas=self.betas, weight_decay=config.weight_decay)
+        self.optimizer = self.run.make_optimizer(AdamW, groups, lr=config.lr, betas=self.betas,
+                                                 weight_decay=config.weight_decay)
         warmup = min(config.warmup_steps, config.steps - 1)      # a very short run still decays
         self.scheduler = WarmupCosine(self.optimizer, warmup_steps=warmup, max_steps=config.steps,
                                       min_lr_ratio=config.min_lr_ratio)
@@ -125,19 +146,26 @@ class Trainer:
         """
         start = self.random_states()        # to undo the step (Ctrl-C) or to replay it (NaN)
         self.model.train()
+        run, accum = self.run, self.config.grad_accum
         batches, total_loss, tokens = [], 0.0, 0
         try:
-            for _ in range(self.config.grad_accum):
-                batches.append(self.train_batcher.next_batch())
-                loss, n = self.objective.loss(self.model, batches[-1])
-                (loss * (1.0 / self.config.grad_accum)).backward()
-                total_loss += float(loss.item()) / self.config.grad_accum
+            for k in range(accum):
+                batch = self.train_batcher.next_batch()      # the global batch: the same on every rank
+                local = run.shard(batch)                     # this rank's share (all of it in one process)
+                batches.append(local)
+                scale = run.loss_scale(self.objective, local, batch)     # 1.0 except for masked-LM shards
+                loss, n = self.objective.loss(self.model, local)
+                with run.backward_context(last=k == accum - 1):
+                    (loss * (scale / accum)).backward()
+                total_loss += float(loss.item()) * scale / accum
                 tokens += n
         except KeyboardInterrupt:           # the weights are untouched: undo the draws, so a checkpoint is whole
             self.optimizer.zero_grad()
             self.load_random_states(start)
             self._at_boundary = True
             raise
+        run.finish()                                         # average the gradients over the ranks
+        total_loss, tokens = run.reduce_step(total_loss, tokens)     # the global batch's loss, on every rank
         if not math.isfinite(total_loss):
             where = self._locate_non_finite(batches, start)
             raise TrainingDiverged(
@@ -145,6 +173,8 @@ class Trainer:
                 f"updating the weights. {where} The last good checkpoint is in {self.out_dir / CHECKPOINT_DIR} "
                 f"(if one was saved). Try a lower learning rate or gradient clipping.")
         if self.config.grad_clip:
+            # After run.finish() every rank holds the whole averaged gradient, so this norm is the
+            # global batch's, the same on every rank, and every rank clips by the same factor.
             clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scheduler.step()           # the rate of this step, self.step + 1 (step 1 is the first update)
         self.optimizer.step()
@@ -177,13 +207,17 @@ class Trainer:
     # ----- the loop -----------------------------------------------------------------------
     def fit(self):
         """Train until config.steps; returns the list of metrics records. Ctrl-C: see the module docstring."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with run_lock(self.out_dir):          # one writer per run folder
+        with contextlib.ExitStack() as stack:
+            def claim():
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(run_lock(self.out_dir))     # one writer per run folder
+            self.run.on_main(claim, f"lock the run folder {self.out_dir}")     # (rank 0 is the writer)
             return self._fit()
 
     def _fit(self):
         cfg = self.config
-        bar = ProgressBar(cfg.steps, start=self.step, every=cfg.log_interval, stream=self.progress_stream)
+        stream = self.progress_stream if self.run.is_main else discard_stream()    # one bar, rank 0's
+        bar = ProgressBar(cfg.steps, start=self.step, every=cfg.log_interval, stream=stream)
         window_tokens, window_start = 0, time.perf_counter()
         previous_handler = self._install_interrupt_handler()
         try:
@@ -195,8 +229,8 @@ class Trainer:
                 tok_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
                 record = {"step": self.step, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
                           "tokens_per_sec": tok_per_s}
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
-                    record.update(self.evaluate())
+                if (self.step % cfg.eval_interval == 0 or self.step == cfg.steps) and self.run.is_main:
+                    record.update(self.evaluate())        # rank 0 alone: the others go on to the next step
                     bar.write(f"step {self.step}: " + ", ".join(
                         f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("val", "mlm"))))
                     if self.on_eval is not None:
@@ -210,7 +244,7 @@ class Trainer:
                     self._at_boundary = False            # a Ctrl-C inside the save keeps the last checkpoint
                     self.save_checkpoint()
                     self._at_boundary = True
-                if self._stop_requested:
+                if self.run.any(self._stop_requested):       # every rank stops after the same step
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
@@ -259,6 +293,8 @@ class Trainer:
 
     def _log(self, record):
         self.history.append(record)
+        if not self.run.is_main:
+            return
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -286,10 +322,13 @@ class Trainer:
 
         Returns the path of the weights file.
         """
-        tensors, extra = self.training_state()
+        tensors, extra = self.training_state()      # on every rank: with zero=True it gathers the moments
         folder = self.out_dir / CHECKPOINT_DIR
-        with atomic_folder(folder) as tmp:
-            save_checkpoint(tmp, tensors, self.checkpoint_config, extra)
+
+        def write():
+            with atomic_folder(folder) as tmp:
+                save_checkpoint(tmp, tensors, self.checkpoint_config, extra)
+        self.run.on_main(write, f"write the checkpoint {folder}")
         self._saved_step = self.step
         return folder / WEIGHTS_NAME
 
@@ -311,6 +350,8 @@ class Trainer:
         except ValueError as err:
             raise RunFolderError(f"{file}: {err}") from None
         self.load_random_states(extra)
+        if isinstance(self.run, DataParallel):
+            self.run.own_dropout_streams(module_generators(self.model))    # the checkpoint holds rank 0's
         self.step = self._saved_step = self.scheduler.last_step = step    # the schedule is a function of the step
 
     def resume(self, checkpoint=None):
@@ -325,5 +366,6 @@ class Trainer:
         metrics = self.out_dir / METRICS_FILE
         self.history = read_metrics(metrics, self.step)
         if metrics.exists():
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history))
+            self.run.on_main(lambda: atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in self.history)),
+                             f"rewrite {metrics}")
         return self.step
