@@ -117,6 +117,17 @@ def test_only_rank_zero_writes_and_prints(gpt_runs):
     assert "2 ranks (MPI), each 4 of every 8 sequences" in runs["two"].stderr
 
 
+def test_zero_stage_1_changes_nothing_but_where_the_moments_live(gpt_runs):
+    """--zero: the same losses and the same checkpoint files (weights and AdamW moments), bit for bit."""
+    root, _ = gpt_runs
+    train(GPT + ["--steps", "12", "--zero", "--out", str(root / "zero")], ranks=2)
+    assert [r["train_loss"] for r in metrics(root / "zero")] == [r["train_loss"] for r in metrics(root / "two")]
+    plain, sharded = (load_checkpoint(root / name / "checkpoint").tensors for name in ("two", "zero"))
+    assert sorted(plain) == sorted(sharded) and any(k.startswith("optim.") for k in plain)
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], sharded[name], err_msg=name)
+
+
 def test_two_ranks_train_the_bert_one_process_trains(mpi, tmp_path):
     # masked LM: the shards hold different numbers of masked tokens, so the ranks weigh their means
     for name, ranks in (("one", 1), ("two", 2)):
