@@ -11,11 +11,14 @@ about `bucket_cap_mb` each and reduces each buffer in one call.
 Buckets are filled in the REVERSE order of the parameters' registration:
 backward produces the last layers' gradients first, so the first bucket is
 complete (and can be sent) while backward still runs through the early
-layers. Pure NumPy: nothing here needs MPI.
+layers. Nothing here needs MPI. The buffers are NumPy arrays by default; the
+NCCL path (minilm.distributed.nccl) passes xp=cupy so they live on the GPU.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from minilm.backend import array_module
 
 BUCKET_DTYPE = np.float32
 
@@ -26,7 +29,7 @@ class Bucket:
     index: int
     params: list                       # in the order they are laid out in the buffer
     offsets: list                      # start of each parameter's gradient in the buffer
-    buffer: np.ndarray = field(repr=False)
+    buffer: np.ndarray = field(repr=False)   # or a cupy.ndarray (buffers on the GPU, for NCCL)
 
     @property
     def numel(self):
@@ -37,14 +40,15 @@ class Bucket:
         return int(self.buffer.nbytes)
 
 
-def bucket_parameters(params, bucket_cap_mb=25.0):
+def bucket_parameters(params, bucket_cap_mb=25.0, xp=np):
     """Group params (in registration order) into Buckets of about bucket_cap_mb megabytes.
 
     Parameters are taken last-first. A bucket is closed when adding the next
     parameter would take it past the cap; a single parameter larger than the
     cap gets a bucket of its own (a parameter is never split). The cap counts
     float32 bytes, 1 MB = 2**20 bytes (PyTorch's bucket_cap_mb, default 25).
-    Parameters that do not require grad are left out.
+    Parameters that do not require grad are left out. xp is the array module
+    that allocates the buffers (numpy, or cupy for buffers on the current GPU).
     """
     if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
         raise ValueError(f"bucket_parameters: bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
@@ -73,7 +77,7 @@ def bucket_parameters(params, bucket_cap_mb=25.0):
     buckets = []
     for i, group in enumerate(groups):
         offsets = np.cumsum([0] + [p.data.size for p in group]).tolist()
-        buckets.append(Bucket(i, group, offsets[:-1], np.zeros(offsets[-1], dtype=BUCKET_DTYPE)))
+        buckets.append(Bucket(i, group, offsets[:-1], xp.zeros(offsets[-1], dtype=BUCKET_DTYPE)))
     return buckets
 
 
@@ -90,7 +94,7 @@ def flatten_into(bucket, grads):
         if tuple(g.shape) != p.shape:
             raise ValueError(f"flatten_into: a gradient of shape {tuple(g.shape)} for a parameter of "
                              f"shape {p.shape}")
-        view[:] = np.asarray(g).reshape(-1)
+        view[:] = array_module(bucket.buffer).asarray(g).reshape(-1)
     return bucket.buffer
 
 

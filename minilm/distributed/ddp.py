@@ -37,19 +37,115 @@ per optimizer step instead of one per micro-step).
 Losses that are means over a varying number of tokens (masked language
 modelling: only masked positions count) are not plain averages of the ranks'
 means; scale each rank's loss with shard_loss_scale so they are.
+
+Backends. Who sums a bucket is a small "reducer" with three operations:
+start(buffer) -> handle, wait(handles), and a blocking sum(buffer).
+MpiReducer (below) keeps float32 buffers on the host and uses MPI
+Iallreduce/Waitall/Allreduce; a CuPy gradient goes through the host.
+NcclReducer (minilm.distributed.nccl) keeps the buffers on the GPU and
+enqueues NCCL allReduce calls on a side stream, so the averaged gradient
+never leaves the device. backend="auto" takes NCCL when the parameters are
+CuPy arrays and CuPy has NCCL, and MPI otherwise (always on the CPU).
 """
 import time
 from contextlib import contextmanager
 
 import numpy as np
 
-from minilm.backend import array_module
+from minilm.backend import array_module, is_cupy
 from minilm.distributed import comm as _comm
 from minilm.distributed.buckets import bucket_parameters
 
+BACKENDS = ("auto", "mpi", "nccl")
+
+
+def choose_backend(backend, arrays):
+    """"mpi" or "nccl" for parameters with these data arrays; a clear error when `backend` cannot work.
+
+    "mpi": host buffers and MPI (any parameters). "nccl": GPU buffers and
+    NCCL; every parameter must be a CuPy array and CuPy must have NCCL.
+    "auto": "nccl" when both hold, else "mpi".
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"DistributedDataParallel: unknown backend {backend!r}; choose one of {BACKENDS} "
+                         f"('mpi' reduces on the host over MPI, 'nccl' on the GPU, 'auto' picks)")
+    if backend == "mpi":
+        return "mpi"
+    on_gpu = bool(arrays) and all(is_cupy(a) for a in arrays)
+    if backend == "auto" and not on_gpu:
+        return "mpi"
+    if not on_gpu:
+        where = sorted({"cuda" if is_cupy(a) else "cpu" for a in arrays})
+        raise ValueError(f"DistributedDataParallel(backend='nccl'): NCCL reduces gradients that live on a GPU, "
+                         f"but the model's parameters are on {' and '.join(where) or 'no device (none require grad)'}; "
+                         f"move the model first (minilm.distributed.nccl.select_device(comm), then model.to('cuda')) "
+                         f"or use backend='mpi' for a model on the CPU")
+    from minilm.distributed import nccl
+    problem = nccl.unavailable_reason()
+    if problem is None:
+        return "nccl"
+    if backend == "auto":
+        return "mpi"
+    raise RuntimeError(f"DistributedDataParallel(backend='nccl'): {problem}; or use backend='mpi' "
+                       f"(gradients then travel through the host)")
+
+
+def _agree_on_backend(backend, arrays, comm):
+    """choose_backend on every rank, then one allgather: every rank raises together, or all use one backend."""
+    try:
+        mine, problem = choose_backend(backend, arrays), None
+    except (ValueError, RuntimeError) as err:
+        mine, problem = None, err
+    everyone = comm.allgather((mine, None if problem is None else str(problem)))
+    if problem is not None:
+        raise problem
+    for rank, (_, message) in enumerate(everyone):
+        if message is not None:
+            raise RuntimeError(f"DistributedDataParallel: rank {rank} cannot use backend {backend!r}: {message}")
+    chosen = sorted({name for name, _ in everyone})
+    if len(chosen) > 1:
+        raise RuntimeError(f"DistributedDataParallel(backend={backend!r}): the ranks chose different backends "
+                           f"{chosen} (some have CuPy parameters or NCCL, some not); give every rank the same "
+                           f"set-up, or pass backend='mpi' or backend='nccl' explicitly")
+    return mine
+
+
+class MpiReducer:
+    """Sums float32 host (NumPy) bucket buffers across ranks with MPI, in place.
+
+    start(buffer) -> handle (Iallreduce), progress(handles) (Testall: MPICH
+    moves a non-blocking reduction only inside MPI calls), wait(handles)
+    (Waitall), sum(buffer) (a blocking Allreduce).
+    """
+    name = "mpi"
+    xp = np
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def local(self, grad):
+        """A gradient as the host bucket takes it (a CuPy gradient is copied to the host)."""
+        return grad.get() if hasattr(grad, "get") else grad
+
+    def start(self, buffer):
+        MPI = _comm.mpi()
+        return self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+
+    def progress(self, handles):
+        if handles:
+            _comm.mpi().Request.Testall(handles)
+
+    def wait(self, handles):
+        _comm.mpi().Request.Waitall(handles)
+
+    def sum(self, buffer):
+        MPI = _comm.mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+
 
 class DistributedDataParallel:
-    """DistributedDataParallel(model, comm, bucket_cap_mb=25.0, overlap=True, broadcast=True, config=None).
+    """DistributedDataParallel(model, comm, bucket_cap_mb=25.0, overlap=True, broadcast=True, config=None,
+                               backend="auto").
 
     model       a Module; every rank must build the same one
     comm        an mpi4py communicator (minilm.distributed.world() for all ranks)
@@ -58,6 +154,10 @@ class DistributedDataParallel:
     broadcast   copy rank 0's weights to every rank first (same start)
     config      compared across ranks by sha256 (default: model.config when it
                 has to_dict()); a mismatch raises ValueError on every rank
+    backend     "mpi" (host buffers, MPI), "nccl" (GPU buffers, NCCL; the
+                parameters must be CuPy arrays, see minilm.distributed.nccl),
+                or "auto": "nccl" for CuPy parameters when NCCL is usable,
+                else "mpi". The choice is in .backend
 
     Use per optimizer step:
         for micro in micro_batches[:-1]:
@@ -74,9 +174,10 @@ class DistributedDataParallel:
     find_unused_parameters=True.
     """
 
-    def __init__(self, model, comm, bucket_cap_mb=25.0, overlap=True, broadcast=True, config=None):
+    def __init__(self, model, comm, bucket_cap_mb=25.0, overlap=True, broadcast=True, config=None, backend="auto"):
         self.module, self.comm, self.overlap = model, comm, bool(overlap)
         self.world_size, self.rank = comm.Get_size(), comm.Get_rank()
+        self.backend = _agree_on_backend(backend, [p.data for p in model.parameters() if p.requires_grad], comm)
         if config is None and hasattr(getattr(model, "config", None), "to_dict"):
             config = model.config
         if config is not None:
@@ -87,6 +188,11 @@ class DistributedDataParallel:
             _comm.check_same_config({"parameters": _comm.parameter_layout(model)}, comm,
                                     what="parameter layout (names, shapes, dtypes)")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if self.backend == "nccl":
+            from minilm.distributed import nccl
+            self._reducer = nccl.NcclReducer(comm, nccl.parameter_device([p.data for p in self.params]))
+        else:
+            self._reducer = MpiReducer(comm)
         self.bucket_cap_mb = bucket_cap_mb
         self._set_buckets(self.params)
         self._arrival = []             # parameter indices in the order the first backward finished them
@@ -144,18 +250,17 @@ class DistributedDataParallel:
         if not self._sync:
             raise RuntimeError("DistributedDataParallel.finish: called inside no_sync(); leave no_sync for "
                                "the last micro-step, whose backward starts the reductions")
-        MPI = _comm.mpi()
         start = time.perf_counter()
         for bucket in self.buckets:
             for j, p in enumerate(bucket.params):
                 if id(p) not in self._copied:
                     self._copy(bucket, j, p)
         if self.overlap:
-            self._launch_ready(MPI)
-            MPI.Request.Waitall([r for r in self._requests if r is not None])
+            self._launch_ready()
+            self._reducer.wait([r for r in self._requests if r is not None])
         else:
             for bucket in self.buckets:
-                self.comm.Allreduce(MPI.IN_PLACE, bucket.buffer, op=MPI.SUM)
+                self._reducer.sum(bucket.buffer)
         inv = 1.0 / self.world_size
         for bucket in self.buckets:
             bucket.buffer *= np.float32(inv)
@@ -178,7 +283,7 @@ class DistributedDataParallel:
 
     # ----- the machinery -----------------------------------------------------------------
     def _set_buckets(self, params_in_registration_order):
-        self.buckets = bucket_parameters(params_in_registration_order, self.bucket_cap_mb)
+        self.buckets = bucket_parameters(params_in_registration_order, self.bucket_cap_mb, xp=self._reducer.xp)
         self._where = {}
         for bucket in self.buckets:
             for j, p in enumerate(bucket.params):
@@ -217,8 +322,7 @@ class DistributedDataParallel:
         if p.grad is None:
             view[:] = 0.0
         else:
-            grad = p.grad.get() if hasattr(p.grad, "get") else p.grad     # a CuPy grad goes through the host
-            view[:] = grad.reshape(-1)
+            view[:] = self._reducer.local(p.grad).reshape(-1)     # MPI: a CuPy grad goes through the host
         self._copied.add(id(p))
         self._missing[bucket.index] -= 1
 
@@ -234,17 +338,14 @@ class DistributedDataParallel:
             self._arrival.append(self._index[id(p)])
         bucket, j = self._where[id(p)]
         self._copy(bucket, j, p)
-        MPI = _comm.mpi()
         if self._missing[bucket.index] == 0:
-            self._launch_ready(MPI)
-        active = [r for r in self._requests[:self._next] if r is not None]
-        if active:
-            MPI.Request.Testall(active)          # let MPI progress the reductions in flight
+            self._launch_ready()
+        self._reducer.progress([r for r in self._requests[:self._next] if r is not None])
 
-    def _launch_ready(self, MPI):
+    def _launch_ready(self):
         while self._next < len(self.buckets) and self._missing[self._next] == 0:
             bucket = self.buckets[self._next]
-            self._requests[self._next] = self.comm.Iallreduce(MPI.IN_PLACE, bucket.buffer, op=MPI.SUM)
+            self._requests[self._next] = self._reducer.start(bucket.buffer)
             self._pending_at_start.append(sum(self._missing))
             self._next += 1
 
