@@ -115,6 +115,13 @@ def test_two_ranks_on_one_gpu_are_named():
         "ranks [0, 2] use GPU 0 of host 'a'"
 
 
+def test_the_parameters_must_sit_on_one_gpu():
+    on = lambda i: types.SimpleNamespace(device=types.SimpleNamespace(id=i))   # noqa: E731  (what .device.id reads)
+    assert dist_nccl.parameter_device([on(1), on(1)]) == 1
+    with pytest.raises(ValueError, match=r"the parameters lie on GPUs \[0, 1\].*select_device"):
+        dist_nccl.parameter_device([on(0), on(1)])
+
+
 def test_buckets_allocate_their_buffers_with_the_given_array_module():
     made = []
 
