@@ -25,9 +25,10 @@ The partition. Ranks own CONTIGUOUS ranges of the global parameter index
 (group 0's parameters first, as in Optimizer) made of WHOLE parameters,
 balanced by element count (`partition_parameters`). Contiguous, so that the
 owned slices laid end to end in rank order are exactly the flat concatenation
-of all parameters in global order: the all-gather is ONE MPI Allgatherv with a
-count and a displacement per rank, and a rank's owned parameters keep their
-order, so their index in the inner optimizer is the global index minus the
+of all parameters in global order: the all-gather is one MPI Allgatherv with a
+count and a displacement per rank (done in rounds of at most
+`allgather_bucket_mb`, each again one Allgatherv over the next piece of every
+rank's slice), and a rank's owned parameters keep their order, so their index in the inner optimizer is the global index minus the
 range's start. Whole parameters, so the inner optimizer is an ordinary
 minilm Optimizer over ordinary parameters (no parameter is split in two
 halves with two step counters). The price is balance: a rank's share can miss
@@ -38,10 +39,11 @@ whole parameters, but assigns them largest-first to the least-loaded rank
 (better balance, not contiguous, one broadcast per rank instead).
 
 Not sharded here: the gradients (ZeRO stage 2) and the weights (stage 3);
-every rank still holds and all-reduces the full gradient. The all-gather
-needs a flat buffer of all weights while it runs (4 P bytes, freed after the
-step), and `state_dict()` gathers every moment on every rank (8 P bytes, until
-the caller drops it).
+every rank still holds and all-reduces the full gradient. The all-gather's
+receive buffer is at most `allgather_bucket_mb` (4 MB by default; one buffer
+for all the weights, 4 P bytes, would cancel the whole saving on 2 ranks), and
+`state_dict()` gathers every moment on every rank (8 P bytes, until the caller
+drops it: checkpoints only).
 
     from minilm.distributed import DistributedDataParallel, world
     from minilm.distributed.zero import ZeroRedundancyOptimizer
@@ -98,6 +100,8 @@ class ZeroRedundancyOptimizer(Optimizer):
     comm             an mpi4py communicator (minilm.distributed.world())
     optimizer_class  the optimizer run on the owned parameters (AdamW, Adam, SGD)
     **defaults       its hyperparameters (lr=..., betas=..., weight_decay=...)
+    allgather_bucket_mb  keyword only: the largest receive buffer of the weights'
+                     all-gather (default 4 MB); more bytes take several rounds
 
     `param_groups` holds the FULL groups (every parameter and its
     hyperparameters), so a scheduler that writes group["lr"] (WarmupCosine) and
@@ -113,10 +117,18 @@ class ZeroRedundancyOptimizer(Optimizer):
     gradient): only the owner uses a parameter's gradient.
     """
 
-    def __init__(self, params, comm, optimizer_class=AdamW, **defaults):
+    allgather_bucket_mb = 4.0     # the all-gather's receive buffer, 1 MB = 2**20 bytes (see _allgather_weights)
+
+    def __init__(self, params, comm, optimizer_class=AdamW, *, allgather_bucket_mb=None, **defaults):
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"ZeroRedundancyOptimizer: optimizer_class must be a minilm Optimizer subclass "
                             f"(AdamW, Adam, SGD), got {optimizer_class!r}")
+        if allgather_bucket_mb is not None:
+            if isinstance(allgather_bucket_mb, bool) or not isinstance(allgather_bucket_mb, (int, float)) \
+                    or not allgather_bucket_mb > 0:
+                raise ValueError(f"ZeroRedundancyOptimizer: allgather_bucket_mb must be a positive number, "
+                                 f"got {allgather_bucket_mb!r}")
+            self.allgather_bucket_mb = float(allgather_bucket_mb)
         self._constructing = True
         # one throw-away optimizer over everything: it checks the hyperparameters, fills each group's
         # missing ones from optimizer_class's own defaults and reads generators once; it holds no state
@@ -147,6 +159,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._counts = [int(offsets[b] - offsets[a]) for a, b in self.partition]
         self._displs = [int(offsets[a]) for a, _ in self.partition]
         self.optim = self._build_inner()
+        self.allgather_rounds = 0        # Allgatherv calls of the last step (rounds of allgather_bucket_mb)
 
     # ----- construction --------------------------------------------------------------------
     def add_param_group(self, group):
@@ -195,22 +208,53 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._allgather_weights()
 
     def _allgather_weights(self):
-        """One Allgatherv of the flat weights in global order; every p.data is overwritten in place.
+        """Allgatherv of the flat weights in global order, in rounds; every p.data is overwritten in place.
 
-        A parameter with grad None was skipped by its owner's optimizer; its owner
-        still sends its current value, which is the value every rank already has.
+        Round c gathers elements [c K, (c + 1) K) of every rank's owned slice, with
+        K = allgather_bucket_mb / N (in elements), so the receive buffer never
+        exceeds allgather_bucket_mb: one buffer for all the weights would cost
+        4 P bytes during the step, as much as ZeRO saves on 2 ranks (8 P / 2). A
+        parameter may be split between rounds; that changes no value, only when
+        it arrives. A parameter with grad None was skipped by its owner's
+        optimizer; its owner still sends its current value, which every rank
+        already has.
         """
         MPI = _comm.mpi()
-        flat = np.empty(int(self._offsets[-1]), dtype=self.dtype)     # freed when the step returns
-        for i in range(self.start, self.stop):                            # IN_PLACE: my slice is my send buffer
-            p = self._params[i]
-            flat[self._offsets[i]:self._offsets[i + 1]] = _host(p.data).reshape(-1)
-        self.comm.Allgatherv(MPI.IN_PLACE, [flat, (self._counts, self._displs)])
-        for i, p in enumerate(self._params):
-            if self.start <= i < self.stop:
-                continue                                                  # already the updated value
-            view = flat[self._offsets[i]:self._offsets[i + 1]].reshape(p.data.shape)
-            p.data[...] = view if not is_cupy(p.data) else array_module(p.data).asarray(view)
+        n, itemsize = self.world_size, self.dtype.itemsize
+        per_rank = max(1, int(self.allgather_bucket_mb * 2 ** 20 / itemsize / n))
+        rounds = self.allgather_rounds = -(-max(self._counts) // per_rank)
+        buffer = np.empty(min(per_rank * n, int(self._offsets[-1])), dtype=self.dtype)   # freed after the step
+        for c in range(rounds):
+            counts = [max(0, min(per_rank, count - c * per_rank)) for count in self._counts]
+            displs = np.concatenate([[0], np.cumsum(counts)])[:-1].tolist()
+            received = buffer[:sum(counts)]
+            mine = received[displs[self.rank]:displs[self.rank] + counts[self.rank]]
+            self._copy_flat(self._displs[self.rank] + c * per_rank, mine, to_params=False)   # IN_PLACE: my part
+            self.comm.Allgatherv(MPI.IN_PLACE, [received, (counts, displs)])
+            for r in range(n):
+                if r != self.rank and counts[r]:
+                    self._copy_flat(self._displs[r] + c * per_rank,
+                                    received[displs[r]:displs[r] + counts[r]], to_params=True)
+
+    def _copy_flat(self, start, flat, to_params):
+        """Copy between `flat` and elements [start, start + flat.size) of the parameters laid end to end."""
+        pos, stop = start, start + flat.size
+        i = int(np.searchsorted(self._offsets, start, side="right")) - 1      # the parameter holding `start`
+        while pos < stop:
+            p_start, p_stop = int(self._offsets[i]), int(self._offsets[i + 1])
+            lo, hi = pos - p_start, min(stop, p_stop) - p_start
+            if hi > lo:
+                data = self._params[i].data
+                if not data.flags.c_contiguous:
+                    raise ValueError(f"ZeroRedundancyOptimizer: parameter {i} (shape {data.shape}) is not "
+                                     f"contiguous in memory, so its weights cannot be written in place")
+                piece = flat[pos - start:pos - start + hi - lo]
+                if to_params:
+                    data.reshape(-1)[lo:hi] = piece if not is_cupy(data) else array_module(data).asarray(piece)
+                else:
+                    piece[...] = _host(data.reshape(-1)[lo:hi])
+            pos = p_start + hi
+            i += 1
 
     # ----- memory ------------------------------------------------------------------------------
     def local_state_nbytes(self):

@@ -76,10 +76,11 @@ def bert_loss(model, batch):
     return model(batch["input_ids"], labels=batch["labels"])[1], int((batch["labels"] != -100).sum())
 
 
-def make_optimizer(model, comm, zero, lr=LR):
+def make_optimizer(model, comm, zero, lr=LR, bucket_mb=None):
     groups = param_groups_for_weight_decay(model.named_parameters(), WD)
     if zero:
-        return ZeroRedundancyOptimizer(groups, comm, optimizer_class=AdamW, lr=lr, betas=(0.9, 0.95))
+        return ZeroRedundancyOptimizer(groups, comm, optimizer_class=AdamW, lr=lr, betas=(0.9, 0.95),
+                                       allgather_bucket_mb=bucket_mb)
     return AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
@@ -136,14 +137,15 @@ def assert_states_equal(a, b, what):
                 assert v == w and type(v) is type(w), f"{what}: state {k} of parameter {i}: {v!r} != {w!r}"
 
 
-def compare(comm, name, make_model, make_batches, loss_fn):
+def compare(comm, name, make_model, make_batches, loss_fn, bucket_mb=None):
+    """bucket_mb: the all-gather's buffer (None: the default, one round for these models)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     # one process alone (every rank computes it), DDP + AdamW, DDP + ZeRO-1 AdamW: same groups and schedule
     runs = {}
     for kind in ("alone", "ddp", "zero"):
         model = make_model()
         ddp = None if kind == "alone" else DistributedDataParallel(model, comm, bucket_cap_mb=8 * 1024 / 2 ** 20)
-        opt = make_optimizer(model, comm, zero=(kind == "zero"))
+        opt = make_optimizer(model, comm, zero=(kind == "zero"), bucket_mb=bucket_mb)
         sched = WarmupCosine(opt, warmup_steps=2, max_steps=STEPS + MORE_STEPS)
         losses, norms = train(comm, model, opt, make_batches(), loss_fn, STEPS, sched, ddp)
         runs[kind] = dict(model=model, ddp=ddp, opt=opt, sched=sched, losses=losses, norms=norms)
@@ -188,7 +190,7 @@ def compare(comm, name, make_model, make_batches, loss_fn):
         for p, w in zip(model.parameters(), saved_weights):
             p.data[...] = w
         dp = DistributedDataParallel(model, comm, bucket_cap_mb=8 * 1024 / 2 ** 20)
-        opt = make_optimizer(model, comm, zero=(kind == "zero-fresh"), lr=1.0)  # the checkpoint sets the lr
+        opt = make_optimizer(model, comm, zero=(kind == "zero-fresh"), lr=1.0)   # the checkpoint sets the lr
         opt.load_state_dict(saved)
         assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in zero["opt"].param_groups]
         resumed[kind] = (model, opt, dp)
@@ -207,6 +209,7 @@ def compare(comm, name, make_model, make_batches, loss_fn):
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(zero["losses"], alone["losses"]))
     return {"check": name, "identical_to_ddp_adamw": True,          # asserted above, bit for bit
             "partition": zero["opt"].partition, "local_state_nbytes": all_local,
+            "allgather_rounds": zero["opt"].allgather_rounds,
             "full_state_nbytes": full, "max_loss_rel_err_vs_one_process": loss_err,
             "max_weight_abs_err_vs_one_process": worst, "losses": zero["losses"], "ref_norms": alone["norms"]}
 
@@ -246,7 +249,8 @@ def uneven(comm, name, shapes, groups_of, skip=()):
     def build(kind, params, lr=0.1):
         groups = [{"params": [params[i] for i in idx], "weight_decay": wd} for idx, wd in groups_of]
         if kind == "zero":
-            return ZeroRedundancyOptimizer(groups, comm, optimizer_class=AdamW, lr=lr)
+            return ZeroRedundancyOptimizer(groups, comm, optimizer_class=AdamW, lr=lr,
+                                           allgather_bucket_mb=64 / 2 ** 20)     # rounds of 8 floats per rank
         return AdamW(groups, lr=lr)
 
     runs = {}
@@ -269,6 +273,7 @@ def uneven(comm, name, shapes, groups_of, skip=()):
     counts = comm.allgather(oz.local_state_nbytes())
     assert sum(counts) == oz.full_state_nbytes()
     return [{"check": name, "partition": oz.partition, "local_state_nbytes": counts,
+             "allgather_rounds": oz.allgather_rounds,
              "repr": repr(oz), "inner_is_none": comm.allgather(oz.optim is None)}]
 
 
@@ -278,8 +283,10 @@ def main():
     if size != 2:
         raise SystemExit(f"zero_equivalence: started as {size} ranks; run it with `mpirun -n 2` (if you did, the "
                          f"mpirun on PATH belongs to a different MPI library than mpi4py's)")
-    results = [compare(comm, "gpt", gpt_model, gpt_batches, gpt_loss),
+    # GPT: a 16 KB all-gather buffer, so the weights come in many rounds that split parameters
+    results = [compare(comm, "gpt", gpt_model, gpt_batches, gpt_loss, bucket_mb=16 / 1024),
                compare(comm, "bert-mlm", bert_model, bert_batches, bert_loss)]
+    assert results[0]["allgather_rounds"] > 5 and results[1]["allgather_rounds"] == 1, results
 
     # (4) one parameter: rank 0 owns nothing (no inner optimizer at all), rank 1 owns it
     r = uneven(comm, "one parameter", [(7,)], [([0], 0.1)])
@@ -291,7 +298,7 @@ def main():
     # that never gets a gradient (skipped by its owner, unchanged everywhere)
     r = uneven(comm, "a group empty on each rank", [(40, 10), (3,), (5,), (390,)], [([0], 0.1), ([1, 2, 3], 0.0)],
                skip=(2,))
-    assert r[0]["partition"] == [(0, 1), (1, 4)], r
+    assert r[0]["partition"] == [(0, 1), (1, 4)] and r[0]["allgather_rounds"] == 50, r      # 400 / 8
     results += r
     # more ranks' worth of groups than parameters: an empty group in the middle
     r = uneven(comm, "an empty group", [(30,), (30,)], [([0], 0.1), ([], 0.0), ([1], 0.0)])
