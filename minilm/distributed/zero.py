@@ -17,9 +17,15 @@ every rank,
   2. the updated weights are all-gathered: rank r contributes its owned slice
      and every rank receives every slice, so all replicas are equal again.
 The arithmetic of each parameter's update is the one a single AdamW would do
-on the same gradient, so ZeRO-1 reproduces DDP + AdamW bit for bit; the price
-is the all-gather, P weights per step (the same volume as the reduce-scatter
-half of an all-reduce; Rajbhandari et al. sec. 7.2.1).
+on the same gradient, so ZeRO-1 reproduces DDP + AdamW bit for bit. The price
+is the all-gather: P more weights on the wire per step, on top of DDP's
+all-reduce (a ring sends about 2 P per rank, reduce-scatter then all-gather),
+so about 1.5 times plain DDP's bytes. The paper's stage 1 sends no more than
+plain DDP (sec. 7.2.1): each rank needs only its own parameters' averaged
+gradients, so a reduce-scatter (P) replaces the all-reduce. Here DDP still
+all-reduces, because clipping by the global norm and the Trainer's checks
+read the whole averaged gradient on every rank; a reduce-scatter variant
+would need one more all-reduce of a scalar, the squared norm.
 
 The partition. Ranks own CONTIGUOUS ranges of the global parameter index
 (group 0's parameters first, as in Optimizer) made of WHOLE parameters,
@@ -28,15 +34,18 @@ owned slices laid end to end in rank order are exactly the flat concatenation
 of all parameters in global order: the all-gather is one MPI Allgatherv with a
 count and a displacement per rank (done in rounds of at most
 `allgather_bucket_mb`, each again one Allgatherv over the next piece of every
-rank's slice), and a rank's owned parameters keep their order, so their index in the inner optimizer is the global index minus the
-range's start. Whole parameters, so the inner optimizer is an ordinary
-minilm Optimizer over ordinary parameters (no parameter is split in two
-halves with two step counters). The price is balance: a rank's share can miss
-1/N of the elements by up to the largest parameter's size, and with more
-ranks than large parameters some ranks own nothing (that works: they only
-receive). PyTorch's torch.distributed.optim.ZeroRedundancyOptimizer also keeps
-whole parameters, but assigns them largest-first to the least-loaded rank
-(better balance, not contiguous, one broadcast per rank instead).
+rank's slice), and a rank's owned parameters keep their order, so their
+index in the inner optimizer is the global index minus the range's start.
+Whole parameters, so the inner optimizer is an ordinary minilm Optimizer over
+ordinary parameters (no parameter is split in two halves with two step
+counters). The price is balance: a rank's share can miss 1/N of the
+elements by up to the largest parameter's size, and with more ranks than
+large parameters some ranks own nothing (that works: they only receive).
+PyTorch's torch.distributed.optim.ZeroRedundancyOptimizer also keeps whole
+parameters, but assigns each group's parameters largest first to the rank
+with the fewest elements so far (better balance, not contiguous), and sends
+the weights as broadcasts from every rank, parameter by parameter or in
+buckets.
 
 Not sharded here: the gradients (ZeRO stage 2) and the weights (stage 3);
 every rank still holds and all-reduces the full gradient. The all-gather's

@@ -124,7 +124,8 @@ def weights(model):
 
 
 def assert_states_equal(a, b, what):
-    assert a["param_groups"] == b["param_groups"], f"{what}: param_groups differ:\n{a['param_groups']}\n{b['param_groups']}"
+    assert a["param_groups"] == b["param_groups"], \
+        f"{what}: param_groups differ:\n{a['param_groups']}\n{b['param_groups']}"
     assert sorted(a["state"]) == sorted(b["state"]), f"{what}: state indices differ"
     for i in a["state"]:
         assert sorted(a["state"][i]) == sorted(b["state"][i]), f"{what}: state keys of parameter {i} differ"
@@ -314,7 +315,8 @@ def main():
                        ValueError, "ranks [1] have a different ZeroRedundancyOptimizer layout")
     results.append({"check": "hyperparameter mismatch", "message": msg})
     opt = ZeroRedundancyOptimizer(toy_params([(3,)]), comm, lr=0.1)
-    msg = expect_error(lambda: opt.add_param_group({"params": toy_params([(2,)])}), RuntimeError, "fixed at construction")
+    msg = expect_error(lambda: opt.add_param_group({"params": toy_params([(2,)])}), RuntimeError,
+                       "fixed at construction")
     msg2 = expect_error(lambda: opt.load_state_dict({"state": {5: {"step": 1}}, "param_groups": opt.state_dict()
                                                      ["param_groups"]}), ValueError, "parameter index 5")
     results.append({"check": "clear errors", "message": msg, "load_message": msg2})
