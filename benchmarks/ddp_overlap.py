@@ -21,19 +21,30 @@ step), the saving can be within noise; the JSON says what was measured.
 
 Measured (2026-12-03, 2 CPU cores shared with a CI job; 834k parameters, 9 buckets of
 <= 0.5 MB, 3.34 MB all-reduced per rank per step, global batch 16 x 64 tokens), three runs
-of the same command, the first one committed as the JSON:
+of 20 steps:
 
     | run | overlap step | blocking step | all-reduce alone | saving (medians) | paired saving |
     | 1   | 124.0 ms     | 133.2 ms      | 1.7 ms           | +9.2 ms (+6.9%)  | -3.4 ms       |
     | 2   | 139.9 ms     | 135.5 ms      | 3.6 ms           | -4.4 ms (-3.2%)  | +1.4 ms       |
     | 3   | 136.8 ms     | 142.8 ms      | 2.2 ms           | +6.0 ms (+4.2%)  | +7.2 ms       |
 
-The reductions themselves take 1.7-3.6 ms of a ~130 ms step here, so overlap can hide at most
-that much; the measured "savings" swing from -4 to +9 ms, larger than what there is to save:
-noise from the shared cores (step quartiles in the JSON span ~30 ms). finish() takes
-~40-60 ms in both modes, mostly waiting for the slower rank, whose backward shares a core.
-Overlap matters where communication is a real share of the step (ranks on different
-machines; see minilm.distributed.cost_model), not on one host's shared memory.
+Measured again (2026-12-04, the machine otherwise idle, load average about 1), three runs of
+`--steps 40`, the last one committed as the JSON:
+
+    | run | overlap step | blocking step | finish() waits: overlap / blocking | fwd+bwd: overlap / blocking | paired saving |
+    | 1   | 62.6 ms      | 64.0 ms       | 3.6 / 7.0 ms                       | 57.6 / 56.8 ms              | +1.1 ms       |
+    | 2   | 68.4 ms      | 65.9 ms       | 3.0 / 4.9 ms                       | 63.3 / 59.0 ms              | -1.2 ms       |
+    | 3   | 60.0 ms      | 62.0 ms       | 3.9 / 6.6 ms                       | 55.1 / 54.7 ms              | +2.3 ms       |
+
+The reductions themselves take 0.7-3.6 ms of a step here, so overlap can hide at most that
+much. On the idle machine overlap does what it should to finish(): the wait after backward
+drops by 1.9-3.4 ms, because part of the reductions ran during backward. But forward+backward
+grows by 0.4-4.3 ms (the hooks copy gradients into buckets and poke MPI from inside backward),
+so the net saving per step is -1.2 to +2.3 ms, within run-to-run variation. Under load (the
+first table) finish() waited 40-60 ms in both modes, mostly for the slower rank, and the
+"savings" swung from -4 to +9 ms. Overlap matters where communication is a real share of the
+step (ranks on different machines; see minilm.distributed.cost_model), not on one host's
+shared memory.
 """
 import argparse
 import json
