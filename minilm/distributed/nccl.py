@@ -27,7 +27,7 @@ import os
 
 from minilm.distributed import comm as _comm
 
-CUPY_HINT = "pip install cupy-cuda12x (the CuPy wheel for your CUDA version)"
+CUPY_HINT = "pip install cupy-cuda13x (the CuPy wheel for your CUDA version; the project's \"cuda\" extra)"
 NCCL_HINT = ("NCCL is one of CuPy's optional libraries: install it as the section 'Additional CUDA Libraries' "
              "of CuPy's installation guide says for your CuPy version")
 
