@@ -25,7 +25,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from minilm.io.atomic import _pid_alive, _temp_path, atomic_write_text, completed_folder, remove_stale_temps
+from minilm.io.atomic import _pid_alive, _temp_path, atomic_write_text, completed_folder, finish_folder_swap
+from minilm.io.atomic import remove_stale_temps
 
 CHECKPOINT_DIR = "checkpoint"
 TOKENIZER_FILE = "tokenizer.json"
@@ -95,6 +96,9 @@ def run_lock(run_dir):
     check_not_in_use(run_dir)
     atomic_write_text(lock, f"{os.getpid()}\n")
     remove_stale_temps(run_dir)              # the folder is ours now: clear what killed writers left
+    # ... and finish a checkpoint swap that a kill interrupted (a resumed run that is already at its last
+    # step saves nothing, so otherwise a checkpoint.old could outlive the run)
+    finish_folder_swap(Path(run_dir) / CHECKPOINT_DIR)
     try:
         yield
     finally:

@@ -93,6 +93,27 @@ def test_every_state_a_crash_can_leave_reads_the_newest_and_the_next_save_finish
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
+@pytest.mark.parametrize("state", ["new+path", "new+old", "path+old", "partial-old"])
+def test_taking_the_run_lock_finishes_a_swap_a_kill_left(tmp_path, state):
+    """A resumed run already at its last step saves nothing: the lock itself must tidy the checkpoint."""
+    from minilm.run_folder import run_lock
+    target = tmp_path / "checkpoint"
+    new, old = tmp_path / "checkpoint.new", tmp_path / "checkpoint.old"
+    with atomic_folder(target) as tmp:
+        write(tmp, 1)
+    if state == "new+path":
+        new.mkdir(); write(new, 2)
+    elif state == "new+old":
+        target.rename(old); new.mkdir(); write(new, 2)
+    elif state == "path+old":
+        target.rename(old); target.mkdir(); write(target, 2)
+    else:
+        write(target, 2); old.mkdir()
+    with run_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+        assert (target / "v.txt").read_text() == "2"
+
+
 def test_load_checkpoint_reads_a_folder_caught_mid_swap(run):
     ckpt = run / "checkpoint"
     ckpt.rename(run / "checkpoint.new")                     # the state between two renames
