@@ -5,47 +5,21 @@ twice inside the pytest process). It needs mpi4py and an MPI launcher
 (`pip install "minilm[mpi]"`, or `pip install mpi4py mpich`); without them
 these tests are skipped, saying why.
 """
-import importlib.util
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "ddp_equivalence.py"
-LAUNCHER = shutil.which("mpirun") or shutil.which("mpiexec")
+import mpi_launch
 
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
-                       reason='mpi4py is not installed (pip install "minilm[mpi]" or pip install mpi4py mpich)'),
-    pytest.mark.skipif(LAUNCHER is None, reason="no mpirun/mpiexec on PATH (pip install mpich provides one)"),
-]
+SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "ddp_equivalence.py"
+
+pytestmark = pytest.mark.skipif(mpi_launch.missing() is not None, reason=str(mpi_launch.missing()))
 
 
 @pytest.fixture(scope="module")
 def report():
     """Run the script once on 2 ranks; return its per-check results by name."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    # mpi4py may be installed without a loadable MPI library; ask a child (importing mpi4py.MPI here would
-    # start MPI inside the pytest process)
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
-                           timeout=60, env=env)
-    if probe.returncode != 0:
-        pytest.skip(f"mpi4py is installed but cannot load an MPI library: {probe.stderr.strip()[-300:]}")
-    try:
-        run = subprocess.run([LAUNCHER, "-n", "2", sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                             timeout=120, env=env, cwd=str(SCRIPT.parent))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"mpirun -n 2 {SCRIPT.name} did not finish in 120 s (a hang in a collective?):\n"
-                    f"{err.stdout}\n{err.stderr}")
-    output = run.stdout + run.stderr
-    assert run.returncode == 0 and "ALL OK" in run.stdout, f"exit status {run.returncode}:\n{output}"
-    return {r["check"]: r for r in (json.loads(line[3:]) for line in run.stdout.splitlines()
-                                    if line.startswith("ok "))}
+    return mpi_launch.checks_of_passing_run(SCRIPT)
 
 
 @pytest.mark.parametrize("check", ["gpt overlap tiny-buckets", "gpt no-overlap",

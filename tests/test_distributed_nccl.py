@@ -7,10 +7,6 @@ under `mpirun -n 1` (the NCCL plumbing and DDP on one GPU) and, with two or
 more GPUs, `mpirun -n 2`; without CuPy + NCCL + a CUDA device + mpi4py +
 mpirun they are skipped, saying which is missing.
 """
-import importlib.util
-import json
-import os
-import shutil
 import subprocess
 import sys
 import types
@@ -25,8 +21,9 @@ from minilm.distributed import nccl as dist_nccl
 from minilm.models import GPT, GPTConfig
 from minilm.nn import Parameter
 
+import mpi_launch
+
 SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "nccl_equivalence.py"
-LAUNCHER = shutil.which("mpirun") or shutil.which("mpiexec")
 
 
 class FakeCupyArray:
@@ -311,10 +308,9 @@ def test_select_device_takes_the_local_rank_modulo_the_gpus(monkeypatch):
 # ----- on GPUs ------------------------------------------------------------------------------------
 def _gpu_count():
     """GPUs usable for NCCL here, or a skip reason."""
-    if importlib.util.find_spec("mpi4py") is None:
-        return 'mpi4py is not installed (pip install "minilm[mpi]" or pip install mpi4py mpich)'
-    if LAUNCHER is None:
-        return "no mpirun/mpiexec on PATH (pip install mpich provides one)"
+    reason = mpi_launch.unusable()
+    if reason:
+        return reason
     problem = dist_nccl.unavailable_reason()
     if problem is not None:
         return f"needs CuPy with NCCL and a CUDA device: {problem}"
@@ -322,37 +318,19 @@ def _gpu_count():
     return cupy.cuda.runtime.getDeviceCount()
 
 
-def _run(ranks):
-    """Run the script on `ranks` ranks; return ({check: result}, output, exit status)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
-                           timeout=60, env=env)
-    if probe.returncode != 0:
-        pytest.skip(f"mpi4py is installed but cannot load an MPI library: {probe.stderr.strip()[-300:]}")
-    try:
-        run = subprocess.run([LAUNCHER, "-n", str(ranks), sys.executable, str(SCRIPT)], capture_output=True,
-                             text=True, timeout=300, env=env, cwd=str(SCRIPT.parent))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"mpirun -n {ranks} {SCRIPT.name} did not finish in 300 s (a hang in a collective?):\n"
-                    f"{err.stdout}\n{err.stderr}")
-    checks = {r["check"]: r for r in (json.loads(line[3:]) for line in run.stdout.splitlines()
-                                      if line.startswith("ok "))}
-    return checks, run.stdout + run.stderr, run.returncode
-
-
 _RUNS = {}
 
 
 def gpu_run(ranks):
-    """The script's results on `ranks` ranks (run once per module), or a skip."""
+    """The script's results on `ranks` ranks (run once per module): ({check: result}, output, exit status), or a skip."""
     count = _gpu_count()
     if isinstance(count, str):
         pytest.skip(count)
     if count < ranks:
         pytest.skip(f"{ranks} ranks need {ranks} GPUs (NCCL wants one per rank); this machine has {count}")
     if ranks not in _RUNS:
-        _RUNS[ranks] = _run(ranks)
+        checks, run = mpi_launch.run_script(SCRIPT, ranks, timeout=300)
+        _RUNS[ranks] = checks, run.stdout + run.stderr, run.returncode
     return _RUNS[ranks]
 
 

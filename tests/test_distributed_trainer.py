@@ -15,10 +15,7 @@ step; after 12 steps at lr 1e-3 that is far below the 1e-5 used here.
 The errors of a bad set-up that need no MPI (mpirun without mpi4py, --zero
 alone) are tested here too, and run in the default suite.
 """
-import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +25,10 @@ import pytest
 
 from minilm.io.checkpoint import load_checkpoint
 
-LAUNCHER = shutil.which("mpirun") or shutil.which("mpiexec")
+import mpi_launch
+
 MINILM = [sys.executable, "-c", "import sys; from minilm.cli import main; sys.exit(main())"]
-ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+ENV = mpi_launch.ENV
 GPT = ["train", "--model", "gpt", "--preset", "nano", "--corpus", "pydoc", "--batch-size", "8", "--grad-accum", "2",
        "--dropout", "0", "--eval-interval", "6", "--samples", "0"]
 BERT = ["train", "--model", "bert", "--preset", "bert-tiny", "--corpus", "pydoc", "--batch-size", "8",
@@ -38,33 +36,14 @@ BERT = ["train", "--model", "bert", "--preset", "bert-tiny", "--corpus", "pydoc"
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
 
 
-def _mpi_ready():
-    if importlib.util.find_spec("mpi4py") is None:
-        return 'mpi4py is not installed (pip install "minilm[mpi]" or pip install mpi4py mpich)'
-    if LAUNCHER is None:
-        return "no mpirun/mpiexec on PATH (pip install mpich provides one)"
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
-                           timeout=60, env=ENV)
-    if probe.returncode != 0:
-        return f"mpi4py is installed but cannot load an MPI library: {probe.stderr.strip()[-300:]}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def mpi():
-    reason = _mpi_ready()
-    if reason:
-        pytest.skip(reason)
+    mpi_launch.skip_unless_mpi()
 
 
 def train(args, ranks=1, cwd=None, expect_ok=True):
     """Run `minilm train ...` alone (ranks=1) or under `mpirun -n ranks`; returns the CompletedProcess."""
-    command = ([LAUNCHER, "-n", str(ranks)] if ranks > 1 else []) + MINILM + list(args)
-    try:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=ENV, cwd=cwd)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"{' '.join(command)} did not finish in 180 s (a hang in a collective?):\n"
-                    f"{err.stdout}\n{err.stderr}")
+    run = mpi_launch.launch(MINILM + list(args), ranks if ranks > 1 else None, timeout=180, cwd=cwd)
     if expect_ok:
         assert run.returncode == 0, f"exit status {run.returncode}:\n{run.stdout}\n{run.stderr}"
     return run

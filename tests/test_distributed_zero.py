@@ -5,12 +5,6 @@ tests/mpi_scripts/zero_equivalence.py under `mpirun -n 2` as a subprocess
 (MPI cannot be started twice inside the pytest process) and is skipped,
 saying why, without mpi4py, an MPI launcher or a loadable MPI library.
 """
-import importlib.util
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +12,9 @@ import pytest
 
 from minilm.distributed.zero import ZeroRedundancyOptimizer, partition_parameters
 
+import mpi_launch
+
 SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "zero_equivalence.py"
-LAUNCHER = shutil.which("mpirun") or shutil.which("mpiexec")
 
 
 # ----- the partition: a pure function of the sizes and the world size ---------------------------------
@@ -82,32 +77,13 @@ def test_optimizer_class_must_be_a_minilm_optimizer():
 # ----- 2 ranks under mpirun ----------------------------------------------------------------------------
 def mpi_only(test):
     """Skip (saying why) without mpi4py or an MPI launcher; the partition tests above run regardless."""
-    test = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
-                              reason='mpi4py is not installed (pip install "minilm[mpi]" or pip install mpi4py '
-                                     'mpich)')(test)
-    return pytest.mark.skipif(LAUNCHER is None, reason="no mpirun/mpiexec on PATH (pip install mpich provides "
-                                                       "one)")(test)
+    return pytest.mark.skipif(mpi_launch.missing() is not None, reason=str(mpi_launch.missing()))(test)
 
 
 @pytest.fixture(scope="module")
 def report():
     """Run the script once on 2 ranks; return its per-check results by name."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True,
-                           timeout=60, env=env)
-    if probe.returncode != 0:
-        pytest.skip(f"mpi4py is installed but cannot load an MPI library: {probe.stderr.strip()[-300:]}")
-    try:
-        run = subprocess.run([LAUNCHER, "-n", "2", sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                             timeout=120, env=env, cwd=str(SCRIPT.parent))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"mpirun -n 2 {SCRIPT.name} did not finish in 120 s (a hang in a collective?):\n"
-                    f"{err.stdout}\n{err.stderr}")
-    output = run.stdout + run.stderr
-    assert run.returncode == 0 and "ALL OK" in run.stdout, f"exit status {run.returncode}:\n{output}"
-    return {r["check"]: r for r in (json.loads(line[3:]) for line in run.stdout.splitlines()
-                                    if line.startswith("ok "))}
+    return mpi_launch.checks_of_passing_run(SCRIPT)
 
 
 @mpi_only
