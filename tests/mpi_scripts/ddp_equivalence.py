@@ -12,64 +12,31 @@ Rank 0 prints one line per check, "ok <name> <details>", and the last line
 "ALL OK"; any failure aborts every rank (MPI_Abort) with a non-zero status,
 so the calling test never hangs in a collective that one rank left.
 """
-import json
-import sys
-import traceback
-
 import numpy as np
 
 from minilm.distributed import (DistributedDataParallel, bucket_parameters, check_same_config, shard_batch,
                                 shard_loss_scale, world)
-from minilm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
+from minilm.models import GPT, GPTConfig
 from minilm.optim import AdamW, clip_grad_norm_
+
+import mpi_common
+from mpi_common import SEQ, VOCAB, bert_loss, bert_model, expect_error, gpt_loss, gpt_model
 
 # float32 tolerance. The sharded run sums the same per-example gradient terms in a different order
 # (two half-batch matmuls and an all-reduce instead of one matmul), so results differ by float32 rounding,
 # ~1e-7 relative per step, which Adam's normalised updates carry into the weights at about lr * 1e-6.
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
-STEPS, ACCUM, GLOBAL_BATCH, SEQ, CLIP, LR = 4, 2, 8, 16, 0.5, 3e-3
-MASK_ID, VOCAB = 1, 40
-
-
-def gpt_model():
-    cfg = GPTConfig.preset("nano", vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, block_size=SEQ, dropout=0.0)
-    return GPT(cfg, generator=np.random.default_rng(11))
-
-
-def bert_model():
-    cfg = BertConfig.preset("bert-tiny", vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                            num_attention_heads=2, max_position_embeddings=SEQ,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return BertForMaskedLM(cfg, generator=np.random.default_rng(12))
+STEPS, ACCUM, GLOBAL_BATCH, CLIP, LR = 4, 2, 8, 0.5, 3e-3
 
 
 def gpt_batches():
     """Every rank draws the same global batches: the same data order everywhere."""
-    rng = np.random.default_rng(0)
-    for _ in range(STEPS * ACCUM):
-        x = rng.integers(2, VOCAB, (GLOBAL_BATCH // ACCUM, SEQ + 1))
-        yield {"idx": x[:, :-1], "targets": x[:, 1:]}
+    return mpi_common.gpt_batches(GLOBAL_BATCH // ACCUM, seed=0, count=STEPS * ACCUM)
 
 
 def bert_batches():
-    """MLM micro-batches: 25% of positions masked (at least one per row, so every shard counts some)."""
-    rng = np.random.default_rng(1)
-    for _ in range(STEPS * ACCUM):
-        ids = rng.integers(2, VOCAB, (GLOBAL_BATCH // ACCUM, SEQ))
-        masked = rng.random(ids.shape) < 0.25
-        masked[np.arange(len(ids)), rng.integers(0, SEQ, len(ids))] = True
-        labels = np.where(masked, ids, -100)
-        yield {"input_ids": np.where(masked, MASK_ID, ids), "labels": labels}
-
-
-def gpt_loss(model, batch):
-    return model(batch["idx"], batch["targets"])[1], None
-
-
-def bert_loss(model, batch):
-    """The mean over masked positions, and how many there are (to weight the shards, see shard_loss_scale)."""
-    return model(batch["input_ids"], labels=batch["labels"])[1], int((batch["labels"] != -100).sum())
+    return mpi_common.bert_batches(GLOBAL_BATCH // ACCUM, seed=1, count=STEPS * ACCUM)
 
 
 def train_alone(make_model, batches, loss_fn):
@@ -156,15 +123,6 @@ def compare(comm, name, make_model, batches, loss_fn, overlap, bucket_cap_mb):
             "max_loss_rel_err": loss_err, "max_weight_abs_err": worst, "losses": losses, "ref_norms": ref_norms}
 
 
-def expect_error(fn, error, text):
-    try:
-        fn()
-    except error as err:
-        assert text in str(err), f"expected {text!r} in the error, got: {err}"
-        return str(err)
-    raise AssertionError(f"expected {error.__name__} containing {text!r}, nothing was raised")
-
-
 def main():
     comm = world()
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -203,17 +161,8 @@ def main():
     ddp.finish()                               # complete the reductions the first backward started
     results.append({"check": "second backward before finish", "message": msg})
 
-    if rank == 0:
-        for r in results:
-            print("ok", json.dumps(r), flush=True)
-        print("ALL OK", flush=True)
+    mpi_common.report_all(comm, results)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        world().Abort(1)
+    mpi_common.run(main)

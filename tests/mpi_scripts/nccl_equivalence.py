@@ -16,34 +16,23 @@ Data parallelism with the gradients reduced by NCCL on the GPU:
 Rank 0 prints "ok <json>" as each check passes and "ALL OK" at the end;
 any failure aborts every rank (MPI_Abort) so the calling test never hangs.
 """
-import json
-import sys
-import traceback
-
 import numpy as np
 
-STEPS, ACCUM, GLOBAL_BATCH, SEQ, CLIP, LR, VOCAB = 3, 2, 8, 16, 0.5, 3e-3, 40
+import mpi_common
+from mpi_common import expect_error, report
+
+STEPS, ACCUM, GLOBAL_BATCH, CLIP, LR = 3, 2, 8, 0.5, 3e-3
 LOSS_RTOL = WEIGHT_ATOL = 1e-5        # float32 rounding of a different summation order (see ddp_equivalence.py)
 
 
-def report(comm, result):
-    if comm.Get_rank() == 0:
-        print("ok", json.dumps(result), flush=True)
-
-
 def gpt_model(device="cuda"):
-    from minilm.models import GPT, GPTConfig
-    cfg = GPTConfig.preset("nano", vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, block_size=SEQ, dropout=0.0)
-    model = GPT(cfg, generator=np.random.default_rng(11))
+    model = mpi_common.gpt_model()
     return model.to(device) if device == "cuda" else model
 
 
 def gpt_batches():
     """Host (NumPy) global micro-batches, the same on every rank; sharded on the host, then moved."""
-    rng = np.random.default_rng(0)
-    for _ in range(STEPS * ACCUM):
-        x = rng.integers(2, VOCAB, (GLOBAL_BATCH // ACCUM, SEQ + 1))
-        yield {"idx": x[:, :-1], "targets": x[:, 1:]}
+    return mpi_common.gpt_batches(GLOBAL_BATCH // ACCUM, seed=0, count=STEPS * ACCUM)
 
 
 def loss_of(model, batch):
@@ -156,15 +145,6 @@ def _nccl_version():
         return repr(err)
 
 
-def expect_error(fn, error, text):
-    try:
-        fn()
-    except error as err:
-        assert text in str(err), f"expected {text!r} in the error, got: {err}"
-        return str(err)
-    raise AssertionError(f"expected {error.__name__} containing {text!r}, nothing was raised")
-
-
 def main():
     import minilm
     from minilm.distributed import DistributedDataParallel, world
@@ -195,11 +175,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        from minilm.distributed import world
-        world().Abort(1)
+    mpi_common.run(main)

@@ -22,58 +22,29 @@ any failure aborts every rank (MPI_Abort) with a non-zero status, so the
 calling test never hangs in a collective that one rank left.
 """
 import json
-import sys
-import traceback
 
 import numpy as np
 
 from minilm.distributed import DistributedDataParallel, shard_batch, shard_loss_scale, world
 from minilm.distributed.zero import ZeroRedundancyOptimizer
-from minilm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
 from minilm.nn import Parameter
 from minilm.optim import (AdamW, WarmupCosine, clip_grad_norm_, flatten_optimizer_state,
                           param_groups_for_weight_decay, unflatten_optimizer_state)
 
+import mpi_common
+from mpi_common import bert_loss, bert_model, expect_error, gpt_loss, gpt_model
+
 LOSS_RTOL = 1e-5            # against one process: float32 sums in another order (see ddp_equivalence.py)
 WEIGHT_ATOL = 1e-5
-STEPS, MORE_STEPS, ACCUM, GLOBAL_BATCH, SEQ, CLIP, LR, WD = 4, 2, 2, 8, 16, 0.5, 3e-3, 0.1
-MASK_ID, VOCAB = 1, 40
-
-
-def gpt_model():
-    cfg = GPTConfig.preset("nano", vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, block_size=SEQ, dropout=0.0)
-    return GPT(cfg, generator=np.random.default_rng(11))
-
-
-def bert_model():
-    cfg = BertConfig.preset("bert-tiny", vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                            num_attention_heads=2, max_position_embeddings=SEQ,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return BertForMaskedLM(cfg, generator=np.random.default_rng(12))
+STEPS, MORE_STEPS, ACCUM, GLOBAL_BATCH, CLIP, LR, WD = 4, 2, 2, 8, 0.5, 3e-3, 0.1
 
 
 def gpt_batches(seed=0):
-    rng = np.random.default_rng(seed)
-    while True:
-        x = rng.integers(2, VOCAB, (GLOBAL_BATCH // ACCUM, SEQ + 1))
-        yield {"idx": x[:, :-1], "targets": x[:, 1:]}
+    return mpi_common.gpt_batches(GLOBAL_BATCH // ACCUM, seed=seed)
 
 
 def bert_batches(seed=1):
-    rng = np.random.default_rng(seed)
-    while True:
-        ids = rng.integers(2, VOCAB, (GLOBAL_BATCH // ACCUM, SEQ))
-        masked = rng.random(ids.shape) < 0.25
-        masked[np.arange(len(ids)), rng.integers(0, SEQ, len(ids))] = True
-        yield {"input_ids": np.where(masked, MASK_ID, ids), "labels": np.where(masked, ids, -100)}
-
-
-def gpt_loss(model, batch):
-    return model(batch["idx"], batch["targets"])[1], None
-
-
-def bert_loss(model, batch):
-    return model(batch["input_ids"], labels=batch["labels"])[1], int((batch["labels"] != -100).sum())
+    return mpi_common.bert_batches(GLOBAL_BATCH // ACCUM, seed=seed)
 
 
 def make_optimizer(model, comm, zero, lr=LR, bucket_mb=None):
@@ -215,15 +186,6 @@ def compare(comm, name, make_model, make_batches, loss_fn, bucket_mb=None):
             "max_weight_abs_err_vs_one_process": worst, "losses": zero["losses"], "ref_norms": alone["norms"]}
 
 
-def expect_error(fn, error, text):
-    try:
-        fn()
-    except error as err:
-        assert text in str(err), f"expected {text!r} in the error, got: {err}"
-        return str(err)
-    raise AssertionError(f"expected {error.__name__} containing {text!r}, nothing was raised")
-
-
 def toy_params(shapes, seed=3):
     rng = np.random.default_rng(seed)
     return [Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
@@ -321,17 +283,8 @@ def main():
                                                      ["param_groups"]}), ValueError, "parameter index 5")
     results.append({"check": "clear errors", "message": msg, "load_message": msg2})
 
-    if rank == 0:
-        for r in results:
-            print("ok", json.dumps(r), flush=True)
-        print("ALL OK", flush=True)
+    mpi_common.report_all(comm, results)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        world().Abort(1)
+    mpi_common.run(main)
