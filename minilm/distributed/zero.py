@@ -349,22 +349,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         shapes), so every rank accepts or refuses it alike.
         """
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
-            raise ValueError(f"{name}.load_state_dict: expected a dict with keys 'state' and "
-                             f"'param_groups', got {keys}")
-        saved_groups = state_dict["param_groups"]
-        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self.param_groups):
-            n = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else saved_groups
-            raise ValueError(f"{name}.load_state_dict: the checkpoint has {n} parameter "
-                             f"groups, this optimizer has {len(self.param_groups)}")
-        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if not isinstance(saved, dict) or "params" not in saved:
-                raise ValueError(f"{name}.load_state_dict: saved group {gi} is not a dict with a "
-                                 f"'params' list")
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"{name}.load_state_dict: group {gi} has {len(saved['params'])} params "
-                                 f"in the checkpoint and {len(group['params'])} here")
+        saved_groups = self._checked_groups(state_dict)
         owned = {}
         for key, s in state_dict["state"].items():
             i = int(key)
@@ -379,10 +364,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                                      f"{tuple(np.shape(v))}, the parameter has shape {shape}")
             if self.start <= i < self.stop:
                 owned[i - self.start] = s                 # contiguous range: inner index = global - start
-        for saved, group in zip(saved_groups, self.param_groups):
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = tuple(v) if isinstance(v, list) else v
+        self._load_hyperparameters(saved_groups)
         if self.optim is not None:
             inner_groups, start = [], 0
             for saved, inner in zip(saved_groups, self.optim.param_groups):

@@ -176,16 +176,17 @@ class Optimizer:
             groups.append(g)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
-        """Restore hyperparameters and state saved by `state_dict()` (for the same parameters, same order)."""
+    def _checked_groups(self, state_dict):
+        """The saved "param_groups" of a state dict, checked against this optimizer's groups (count, sizes)."""
         name = type(self).__name__
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(f"{name}.load_state_dict: expected a dict with keys 'state' and "
                              f"'param_groups', got {keys}")
         saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: the checkpoint has {len(saved_groups)} parameter "
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self.param_groups):
+            n = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else saved_groups
+            raise ValueError(f"{name}.load_state_dict: the checkpoint has {n} parameter "
                              f"groups, this optimizer has {len(self.param_groups)}")
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             if not isinstance(saved, dict) or "params" not in saved:
@@ -194,6 +195,19 @@ class Optimizer:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"{name}.load_state_dict: group {gi} has {len(saved['params'])} params "
                                  f"in the checkpoint and {len(group['params'])} here")
+        return saved_groups
+
+    def _load_hyperparameters(self, saved_groups):
+        """Set every group's hyperparameters from the checked saved groups (JSON lists back to tuples)."""
+        for saved, group in zip(saved_groups, self.param_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    group[k] = tuple(v) if isinstance(v, list) else v
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and state saved by `state_dict()` (for the same parameters, same order)."""
+        name = type(self).__name__
+        saved_groups = self._checked_groups(state_dict)
         params = {i: p for i, p, _ in self._indexed_params()}
         new_state = {}
         for key, s in state_dict["state"].items():
@@ -214,10 +228,7 @@ class Optimizer:
                                      f"{arr.shape}, the parameter has shape {data.shape}")
                 entry[k] = arr
             new_state[i] = entry
-        for saved, group in zip(saved_groups, self.param_groups):
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = tuple(v) if isinstance(v, list) else v
+        self._load_hyperparameters(saved_groups)
         self.state = new_state
 
     def __repr__(self):
