@@ -70,13 +70,15 @@ def test_atomic_folder_replaces_whole_and_keeps_the_old_one_on_failure(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]          # no temp folder left
 
 
-@pytest.mark.parametrize("state", ["new+path", "new+old", "path+old", "partial-old"])
-def test_every_state_a_crash_can_leave_reads_the_newest_and_the_next_save_finishes_it(tmp_path, state):
-    target = tmp_path / "ckpt"
-    new, old = tmp_path / "ckpt.new", tmp_path / "ckpt.old"
+CRASH_STATES = ["new+path", "new+old", "path+old", "partial-old"]
+
+
+def leave_crash_state(target, state):
+    """Save version 1 into the folder `target`, then build the state a kill during saving version 2 leaves
+    (see minilm.io.atomic's docstring); version 2 is the newest complete copy in every state."""
+    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
     with atomic_folder(target) as tmp:
         write(tmp, 1)
-    # Build the state a kill between two renames leaves (see minilm.io.atomic's docstring).
     if state == "new+path":               # killed after the new copy was complete
         new.mkdir(); write(new, 2)
     elif state == "new+old":              # ... and after the old copy moved aside
@@ -85,6 +87,12 @@ def test_every_state_a_crash_can_leave_reads_the_newest_and_the_next_save_finish
         target.rename(old); target.mkdir(); write(target, 2)
     else:                                  # killed while deleting the old copy
         write(target, 2); old.mkdir()
+
+
+@pytest.mark.parametrize("state", CRASH_STATES)
+def test_every_state_a_crash_can_leave_reads_the_newest_and_the_next_save_finishes_it(tmp_path, state):
+    target = tmp_path / "ckpt"
+    leave_crash_state(target, state)
     expected = "2"
     assert (completed_folder(target) / "v.txt").read_text() == expected
     with atomic_folder(target) as tmp:
@@ -93,22 +101,12 @@ def test_every_state_a_crash_can_leave_reads_the_newest_and_the_next_save_finish
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
-@pytest.mark.parametrize("state", ["new+path", "new+old", "path+old", "partial-old"])
+@pytest.mark.parametrize("state", CRASH_STATES)
 def test_taking_the_run_lock_finishes_a_swap_a_kill_left(tmp_path, state):
     """A resumed run already at its last step saves nothing: the lock itself must tidy the checkpoint."""
     from minilm.run_folder import run_lock
     target = tmp_path / "checkpoint"
-    new, old = tmp_path / "checkpoint.new", tmp_path / "checkpoint.old"
-    with atomic_folder(target) as tmp:
-        write(tmp, 1)
-    if state == "new+path":
-        new.mkdir(); write(new, 2)
-    elif state == "new+old":
-        target.rename(old); new.mkdir(); write(new, 2)
-    elif state == "path+old":
-        target.rename(old); target.mkdir(); write(target, 2)
-    else:
-        write(target, 2); old.mkdir()
+    leave_crash_state(target, state)
     with run_lock(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
         assert (target / "v.txt").read_text() == "2"
