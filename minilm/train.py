@@ -122,9 +122,9 @@ class Trainer:
             if batch_size is None:
                 raise TypeError("Trainer: data-parallel training needs a batcher with a batch_size attribute")
             self.run = DataParallel(model, comm, batch_size, config=self.checkpoint_config, zero=zero)
-            self.run.own_dropout_streams(module_generators(model))
         else:
             self.run = OneProcess()
+        self.run.own_dropout_streams(module_generators(model))      # rank r > 0: its own dropout masks
         groups = param_groups_for_weight_decay(model.named_parameters(), config.weight_decay)
         self.optimizer = self.run.make_optimizer(AdamW, groups, lr=config.lr, betas=self.betas,
                                                  weight_decay=config.weight_decay)
@@ -350,8 +350,7 @@ class Trainer:
         except ValueError as err:
             raise RunFolderError(f"{file}: {err}") from None
         self.load_random_states(extra)
-        if isinstance(self.run, DataParallel):
-            self.run.own_dropout_streams(module_generators(self.model))    # the checkpoint holds rank 0's
+        self.run.own_dropout_streams(module_generators(self.model))    # the checkpoint holds rank 0's
         self.step = self._saved_step = self.scheduler.last_step = step    # the schedule is a function of the step
 
     def resume(self, checkpoint=None):

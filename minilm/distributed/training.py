@@ -104,6 +104,9 @@ class OneProcess:
     def make_optimizer(self, optimizer_class, groups, **hyperparameters):
         return optimizer_class(groups, **hyperparameters)
 
+    def own_dropout_streams(self, generators):
+        pass
+
 
 class DataParallel(OneProcess):
     """DataParallel(model, comm, batch_size, config=None, zero=False, bucket_cap_mb=25.0).
